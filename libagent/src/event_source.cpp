@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: MIT
+#include "agent/event_source.hpp"
+
+#include "sources.hpp"
+
+#include <unistd.h>
+
+namespace agent {
+
+EventCounters &EventCounters::operator+=(const EventCounters &o)
+{
+	data_ready += o.data_ready;
+	state_change += o.state_change;
+	write_space += o.write_space;
+	error_report += o.error_report;
+	passed += o.passed;
+	filtered += o.filtered;
+	coalesced += o.coalesced;
+	completions += o.completions;
+	bytes += o.bytes;
+	overflows += o.overflows;
+	return *this;
+}
+
+bool parse_event_kind(std::string_view s, EventKind &out)
+{
+	if (s == "auto")
+		out = EventKind::automatic;
+	else if (s == "uring")
+		out = EventKind::uring;
+	else if (s == "kmod")
+		out = EventKind::kmod;
+	else if (s == "bpf")
+		out = EventKind::bpf;
+	else
+		return false;
+	return true;
+}
+
+std::unique_ptr<EventSource> make_event_source(EventKind kind, Ring &ring, BufferRing &buffers,
+					       std::string *err)
+{
+	switch (kind) {
+	case EventKind::uring:
+		return make_uring_source(ring, buffers);
+	case EventKind::kmod:
+		return make_kmod_source(ring, err);
+	case EventKind::bpf:
+		return make_bpf_source(ring, err);
+	case EventKind::automatic:
+		break;
+	}
+	std::string ignored;
+	if (access("/dev/agentfilt", F_OK) == 0) {
+		if (auto s = make_kmod_source(ring, &ignored))
+			return s;
+	}
+	if (auto s = make_bpf_source(ring, &ignored))
+		return s;
+	return make_uring_source(ring, buffers);
+}
+
+} // namespace agent
