@@ -1,13 +1,640 @@
 // SPDX-License-Identifier: MIT
-// Placeholder until the bpf event source lands (see its issue).
+// The bpf event source: agentfilt.bpf.c (embedded as a skeleton) counts the
+// signaling events of the watched sockets and writes coalesced data-arrival
+// records {token, bytes} into a BPF ring buffer. The ring buffer's fd is a
+// multishot poll in the agent's io_uring; on its completion we drain the
+// ring (then a full fence and a re-check, so a wakeup the producer skipped
+// is not lost) and recv() every socket named until EAGAIN, without polling
+// it first.
+//
+// Per watch:
+//   - a slot in the mmapped "pending" array: 1 while a record is queued.
+//     We clear it before reading, so data arriving after our last recv
+//     posts a new record. The token is (generation << 32) | slot.
+//   - a one-shot io_uring POLL_ADD for errors and hang-ups only: a reset
+//     is not a data arrival (the filter passes no record for it), yet the
+//     reader must learn of it. See bpf/README.md.
+//
+// Overflow: if the ring was full the program sets a flag; after draining we
+// see it and re-read every watched socket.
+#include "bpf_source.hpp"
 #include "sources.hpp"
 
-namespace agent {
+#include "../../bpf/agentfilt.h"
+#include "agentfilt.skel.h"
 
-std::unique_ptr<EventSource> make_bpf_source(Ring &, std::string *err)
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace agent {
+namespace {
+
+constexpr std::size_t kBufSize = 64 * 1024; // one recv
+constexpr int kBudget = 16;                 // recvs per socket per turn
+constexpr int kMaxDepth = 8;                // nested deliveries (resume inside a callback)
+constexpr int kMaxRounds = 32;              // drain rounds before yielding to the ring
+constexpr std::uint64_t kSlotMask = 0xffffffffu;
+
+class BpfSource;
+
+// One io_uring operation of the source. Orphaned (src == null) when the
+// source goes away while it is in flight; it frees itself on its last CQE.
+struct Op final : Completion {
+	enum Kind { rb_poll, err_poll, kick } kind;
+	BpfSource *src;
+	std::uint64_t token = 0; // err_poll: its watch; 0 once detached
+	bool armed = false;
+
+	Op(Kind k, BpfSource *s) : kind(k), src(s) {}
+	void on_complete(int res, unsigned flags) override;
+};
+
+struct Watch {
+	int fd;
+	std::uint64_t token;
+	std::uint32_t slot;
+	StreamReader *reader;
+	bool paused = false;
+	bool ended = false;  // on_end delivered: nothing more
+	int fail = 0;        // watch() failed: on_end(fail) is delivered
+	Op *errpoll = nullptr;
+	std::uint64_t bytes = 0;
+	std::uint64_t completions = 0;
+};
+
+int libbpf_quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
-	*err = "the bpf event source is not built yet";
-	return nullptr;
+	static const bool verbose = getenv("AGENTMUX_BPF_VERBOSE") != nullptr;
+	if (!verbose || level == LIBBPF_DEBUG)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+bool kernel_has_tracepoint(const char *name)
+{
+	btf *vmlinux = btf__load_vmlinux_btf();
+	if (!vmlinux)
+		return true; // let the load tell
+	std::string tn = std::string("btf_trace_") + name;
+	bool ok = btf__find_by_name_kind(vmlinux, tn.c_str(), BTF_KIND_TYPEDEF) >= 0;
+	btf__free(vmlinux);
+	return ok;
+}
+
+class BpfSource final : public EventSource {
+public:
+	explicit BpfSource(Ring &ring) : ring_(ring) { bufs_.reserve(kMaxDepth); }
+
+	~BpfSource() override
+	{
+		// In-flight operations outlive us as orphans; cancel them.
+		for (Op *op : ops_) {
+			if (op->armed) {
+				op->src = nullptr;
+				io_uring_sqe *sqe = ring_.sqe(nullptr);
+				io_uring_prep_cancel(sqe, op, 0);
+			} else {
+				delete op;
+			}
+		}
+		if (!ops_.empty())
+			ring_.submit();
+		ops_.clear();
+		if (rb_)
+			ring_buffer__free(rb_);
+		if (pending_)
+			munmap(const_cast<std::uint64_t *>(pending_), pending_len_);
+		if (skel_)
+			agentfilt__destroy(skel_);
+	}
+
+	bool load(const BpfOptions &opts, std::string *err);
+
+	std::string_view name() const override { return "bpf"; }
+
+	void watch(int fd, StreamReader &reader) override;
+	void pause(int fd) override
+	{
+		if (Watch *w = find_fd(fd))
+			w->paused = true;
+	}
+	void resume(int fd) override;
+	void unwatch(int fd) override;
+
+	EventCounters counters() const override;
+	EventCounters counters(int fd) const override;
+
+	void complete(Op *op, int res, unsigned flags);
+
+private:
+	static int on_record(void *ctx, void *data, std::size_t size)
+	{
+		auto *self = static_cast<BpfSource *>(ctx);
+		if (size >= sizeof(agentfilt_event))
+			self->batch_.push_back(*static_cast<const agentfilt_event *>(data));
+		return 0;
+	}
+
+	Watch *find_token(std::uint64_t token) const
+	{
+		std::uint64_t slot = token & kSlotMask;
+		if (slot >= slots_.size())
+			return nullptr;
+		Watch *w = slots_[slot].get();
+		return w && w->token == token ? w : nullptr;
+	}
+	Watch *find_fd(int fd) const
+	{
+		auto it = by_fd_.find(fd);
+		return it == by_fd_.end() ? nullptr : slots_[it->second].get();
+	}
+	void clear_pending(std::uint32_t slot)
+	{
+		if (slot < max_slots_)
+			__atomic_store_n(&pending_[slot], 0, __ATOMIC_RELAXED);
+	}
+
+	void arm_rb_poll();
+	void arm_err(Watch *w);
+	void schedule_kick();
+	void drain();
+	void take(const std::vector<agentfilt_event> &recs, bool all);
+	void deliver(std::uint64_t token);
+	void defer(std::uint64_t token);
+	void run_ready();
+
+	Ring &ring_;
+	agentfilt *skel_ = nullptr;
+	ring_buffer *rb_ = nullptr;
+	ring *rbring_ = nullptr;
+	int rb_fd_ = -1;
+	int sk_map_fd_ = -1;
+	std::uint64_t *pending_ = nullptr;
+	std::size_t pending_len_ = 0;
+	std::uint32_t max_slots_ = 0;
+
+	std::vector<std::unique_ptr<Watch>> slots_;
+	std::vector<std::uint32_t> free_;
+	std::unordered_map<int, std::uint32_t> by_fd_;
+	std::uint32_t gen_ = 0;
+
+	std::unordered_set<Op *> ops_;
+	Op *rbpoll_ = nullptr;
+	Op *kick_ = nullptr;
+	std::vector<agentfilt_event> batch_;
+	std::deque<std::uint64_t> ready_;
+	bool redrain_ = false;
+	int depth_ = 0;
+	std::vector<std::vector<std::byte>> bufs_;
+
+	std::uint64_t completions_ = 0;
+	std::uint64_t bytes_ = 0;
+};
+
+void Op::on_complete(int res, unsigned flags)
+{
+	if (!src) {
+		if (!(flags & IORING_CQE_F_MORE))
+			delete this;
+		return;
+	}
+	src->complete(this, res, flags);
+}
+
+bool BpfSource::load(const BpfOptions &opts, std::string *err)
+{
+	static std::once_flag once;
+	std::call_once(once, [] { libbpf_set_print(libbpf_quiet); });
+
+	long page = sysconf(_SC_PAGESIZE);
+	std::size_t ring_bytes = static_cast<std::size_t>(page);
+	while (ring_bytes < opts.ring_bytes)
+		ring_bytes <<= 1;
+	max_slots_ = opts.max_watches ? opts.max_watches : 1;
+
+	skel_ = agentfilt__open();
+	if (!skel_) {
+		*err = std::string("bpf: opening the filter failed: ") + strerror(errno);
+		return false;
+	}
+	int ret = bpf_map__set_max_entries(skel_->maps.events, ring_bytes);
+	if (!ret)
+		ret = bpf_map__set_max_entries(skel_->maps.pending, max_slots_);
+	// sk_data_ready has a tracepoint from 6.3 on; before, fentry.
+	bool tp = kernel_has_tracepoint("sk_data_ready");
+	if (!ret)
+		ret = bpf_program__set_autoload(skel_->progs.af_data_ready, tp);
+	if (!ret)
+		ret = bpf_program__set_autoload(skel_->progs.af_data_ready_fentry, !tp);
+	if (ret) {
+		*err = std::string("bpf: configuring the filter failed: ") + strerror(-ret);
+		return false;
+	}
+
+	ret = agentfilt__load(skel_);
+	if (ret) {
+		int e = -ret;
+		if (e == EPERM || e == EACCES)
+			*err = std::string("bpf: loading the filter needs CAP_BPF and CAP_PERFMON (or root): ") +
+			       strerror(e);
+		else
+			*err = std::string("bpf: loading the filter failed: ") + strerror(e) +
+			       " (AGENTMUX_BPF_VERBOSE=1 shows the libbpf log)";
+		return false;
+	}
+
+	struct {
+		bpf_program *prog;
+		bpf_link **link;
+		const char *what;
+	} progs[] = {
+		{tp ? skel_->progs.af_data_ready : skel_->progs.af_data_ready_fentry,
+		 tp ? &skel_->links.af_data_ready : &skel_->links.af_data_ready_fentry,
+		 tp ? "tp_btf/sk_data_ready" : "fentry/sock_def_readable"},
+		{skel_->progs.af_set_state, &skel_->links.af_set_state, "tp_btf/inet_sock_set_state"},
+		{skel_->progs.af_error_report, &skel_->links.af_error_report,
+		 "tp_btf/inet_sk_error_report"},
+		{skel_->progs.af_tcp_probe, &skel_->links.af_tcp_probe, "tp_btf/tcp_probe"},
+	};
+	for (auto &p : progs) {
+		*p.link = bpf_program__attach(p.prog);
+		if (!*p.link) {
+			int e = errno;
+			*err = std::string("bpf: attaching ") + p.what + " failed: " + strerror(e);
+			return false;
+		}
+	}
+
+	sk_map_fd_ = bpf_map__fd(skel_->maps.watched);
+	rb_fd_ = bpf_map__fd(skel_->maps.events);
+	rb_ = ring_buffer__new(rb_fd_, on_record, this, nullptr);
+	if (!rb_) {
+		*err = std::string("bpf: ring buffer setup failed: ") + strerror(errno);
+		return false;
+	}
+	rbring_ = ring_buffer__ring(rb_, 0);
+
+	std::size_t len = std::size_t(max_slots_) * sizeof(std::uint64_t);
+	pending_len_ = (len + page - 1) / page * page;
+	void *p = mmap(nullptr, pending_len_, PROT_READ | PROT_WRITE, MAP_SHARED,
+		       bpf_map__fd(skel_->maps.pending), 0);
+	if (p == MAP_FAILED) {
+		pending_len_ = 0;
+		*err = std::string("bpf: mapping the pending flags failed: ") + strerror(errno);
+		return false;
+	}
+	pending_ = static_cast<std::uint64_t *>(p);
+
+	rbpoll_ = new Op(Op::rb_poll, this);
+	kick_ = new Op(Op::kick, this);
+	ops_.insert(rbpoll_);
+	ops_.insert(kick_);
+	arm_rb_poll();
+	return true;
+}
+
+void BpfSource::arm_rb_poll()
+{
+	io_uring_sqe *sqe = ring_.sqe(rbpoll_);
+	io_uring_prep_poll_multishot(sqe, rb_fd_, POLLIN);
+	rbpoll_->armed = true;
+}
+
+void BpfSource::arm_err(Watch *w)
+{
+	if (!w->errpoll) {
+		w->errpoll = new Op(Op::err_poll, this);
+		w->errpoll->token = w->token;
+		ops_.insert(w->errpoll);
+	}
+	if (w->errpoll->armed)
+		return;
+	io_uring_sqe *sqe = ring_.sqe(w->errpoll);
+	// io_uring adds POLLRDHUP to these: a peer's FIN wakes it as well.
+	io_uring_prep_poll_add(sqe, w->fd, POLLERR | POLLHUP);
+	w->errpoll->armed = true;
+}
+
+void BpfSource::schedule_kick()
+{
+	if (kick_->armed)
+		return;
+	io_uring_sqe *sqe = ring_.sqe(kick_);
+	io_uring_prep_nop(sqe);
+	kick_->armed = true;
+}
+
+void BpfSource::watch(int fd, StreamReader &reader)
+{
+	if (by_fd_.count(fd))
+		unwatch(fd);
+	std::uint32_t slot;
+	if (!free_.empty()) {
+		slot = free_.back();
+		free_.pop_back();
+	} else {
+		slot = static_cast<std::uint32_t>(slots_.size());
+		slots_.emplace_back();
+	}
+	auto w = std::make_unique<Watch>();
+	w->fd = fd;
+	w->slot = slot;
+	w->reader = &reader;
+	w->token = (std::uint64_t(++gen_) << 32) | slot;
+	if (slot >= max_slots_) {
+		w->fail = -ENOSPC;
+	} else {
+		clear_pending(slot);
+		agentfilt_sk v{};
+		v.token = w->token;
+		v.slot = slot;
+		if (bpf_map_update_elem(sk_map_fd_, &fd, &v, BPF_ANY) < 0)
+			w->fail = -errno;
+	}
+	std::uint64_t token = w->token;
+	Watch *raw = w.get();
+	slots_[slot] = std::move(w);
+	by_fd_[fd] = slot;
+	if (!raw->fail)
+		arm_err(raw);
+	// Data may already be queued (or the watch failed): read once soon.
+	defer(token);
+}
+
+void BpfSource::unwatch(int fd)
+{
+	auto it = by_fd_.find(fd);
+	if (it == by_fd_.end())
+		return;
+	std::uint32_t slot = it->second;
+	by_fd_.erase(it);
+	std::unique_ptr<Watch> w = std::move(slots_[slot]);
+	if (slot < max_slots_ && !w->fail)
+		bpf_map_delete_elem(sk_map_fd_, &fd);
+	if (Op *op = w->errpoll) {
+		if (op->armed) {
+			op->token = 0; // freed when its CQE comes
+			io_uring_sqe *sqe = ring_.sqe(nullptr);
+			io_uring_prep_poll_remove(sqe, reinterpret_cast<std::uint64_t>(op));
+			// The poll holds the socket open: let it go before close().
+			ring_.submit();
+		} else {
+			ops_.erase(op);
+			delete op;
+		}
+	}
+	clear_pending(slot);
+	free_.push_back(slot);
+}
+
+void BpfSource::resume(int fd)
+{
+	Watch *w = find_fd(fd);
+	if (!w || !w->paused)
+		return;
+	w->paused = false;
+	if (w->ended)
+		return;
+	// A record that came while paused left the slot pending: take it.
+	clear_pending(w->slot);
+	std::atomic_thread_fence(std::memory_order_seq_cst);
+	if (!w->fail)
+		arm_err(w);
+	deliver(w->token);
+}
+
+void BpfSource::defer(std::uint64_t token)
+{
+	ready_.push_back(token);
+	schedule_kick();
+}
+
+// Reads the socket until EAGAIN (or kBudget recvs, then later again).
+void BpfSource::deliver(std::uint64_t token)
+{
+	if (depth_ >= kMaxDepth) {
+		defer(token);
+		return;
+	}
+	// Each nesting level has its own buffer: an outer on_data still
+	// holds a span of the one below.
+	if (bufs_.size() <= static_cast<std::size_t>(depth_))
+		bufs_.emplace_back(kBufSize);
+	std::byte *buf = bufs_[depth_].data();
+
+	for (int i = 0; i < kBudget; i++) {
+		Watch *w = find_token(token);
+		if (!w || w->paused || w->ended)
+			return;
+		int end;
+		if (w->fail) {
+			end = w->fail;
+		} else {
+			ssize_t n = ::recv(w->fd, buf, kBufSize, MSG_DONTWAIT);
+			if (n > 0) {
+				w->bytes += n;
+				bytes_ += n;
+				depth_++;
+				w->reader->on_data({buf, static_cast<std::size_t>(n)});
+				depth_--;
+				continue; // w may be gone: looked up again
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				return;
+			end = n == 0 ? 0 : -errno;
+		}
+		w->ended = true;
+		depth_++;
+		w->reader->on_end(end);
+		depth_--;
+		return;
+	}
+	defer(token);
+}
+
+void BpfSource::take(const std::vector<agentfilt_event> &recs, bool all)
+{
+	std::vector<std::uint64_t> tokens;
+	auto consider = [&](Watch *w) {
+		if (!w || w->paused || w->ended)
+			return; // the slot stays pending: no more records meanwhile
+		clear_pending(w->slot);
+		tokens.push_back(w->token);
+	};
+	if (all) {
+		for (auto &w : slots_)
+			consider(w.get());
+	} else {
+		for (const agentfilt_event &ev : recs) {
+			// By slot, not by exact token: a record of an unwatched
+			// socket whose slot was reused may have set the new
+			// owner's pending word; reading the new owner is harmless.
+			std::uint64_t slot = ev.token & kSlotMask;
+			if (slot < slots_.size())
+				consider(slots_[slot].get());
+		}
+	}
+	// The clears must be visible before we read the sockets.
+	std::atomic_thread_fence(std::memory_order_seq_cst);
+	for (std::uint64_t t : tokens)
+		deliver(t);
+}
+
+void BpfSource::drain()
+{
+	for (int round = 0; round < kMaxRounds; round++) {
+		std::vector<agentfilt_event> recs;
+		batch_.swap(recs);
+		batch_.clear();
+		ring_buffer__consume(rb_);
+		batch_.swap(recs);
+		// Our consumer position must be visible before we read the
+		// producer's position and the overflow flag (the producer wakes
+		// us only if it sees we consumed everything before its record).
+		std::atomic_thread_fence(std::memory_order_seq_cst);
+		bool all = __atomic_exchange_n(&skel_->bss->overflow, 0, __ATOMIC_SEQ_CST) != 0;
+		for (const agentfilt_event &ev : recs)
+			if (ev.flags & AGENTFILT_EV_OVERFLOW)
+				all = true;
+		take(recs, all);
+		std::atomic_thread_fence(std::memory_order_seq_cst);
+		if (ring__avail_data_size(rbring_) == 0 &&
+		    __atomic_load_n(&skel_->bss->overflow, __ATOMIC_SEQ_CST) == 0)
+			return;
+	}
+	// Still busy: come back after the ring's other completions.
+	redrain_ = true;
+	schedule_kick();
+}
+
+void BpfSource::run_ready()
+{
+	if (redrain_) {
+		redrain_ = false;
+		drain();
+	}
+	std::deque<std::uint64_t> q;
+	q.swap(ready_);
+	for (std::uint64_t t : q)
+		deliver(t);
+}
+
+void BpfSource::complete(Op *op, int res, unsigned flags)
+{
+	completions_++;
+	if (!(flags & IORING_CQE_F_MORE))
+		op->armed = false;
+	switch (op->kind) {
+	case Op::rb_poll:
+		drain();
+		if (!op->armed)
+			arm_rb_poll();
+		break;
+	case Op::kick:
+		run_ready();
+		break;
+	case Op::err_poll: {
+		if (op->token == 0) { // detached by unwatch
+			if (!op->armed) {
+				ops_.erase(op);
+				delete op;
+			}
+			break;
+		}
+		std::uint64_t token = op->token;
+		Watch *w = find_token(token);
+		if (!w)
+			break;
+		w->completions++;
+		if (res > 0)
+			deliver(token); // an error, reset or hang-up: recv reports it
+		w = find_token(token);
+		if (w && !w->ended && !w->paused && res != -ECANCELED)
+			arm_err(w);
+		break;
+	}
+	}
+}
+
+EventCounters from_kernel(const agentfilt_counters &k, std::uint64_t overflows)
+{
+	EventCounters c;
+	c.data_ready = k.data_ready;
+	c.state_change = k.state_change;
+	c.write_space = k.write_space;
+	c.error_report = k.error_report;
+	c.passed = k.passed;
+	c.coalesced = k.coalesced;
+	std::uint64_t seen = c.data_ready + c.state_change + c.write_space + c.error_report;
+	c.filtered = seen > c.passed ? seen - c.passed : 0;
+	c.overflows = overflows;
+	return c;
+}
+
+EventCounters BpfSource::counters() const
+{
+	agentfilt_totals t;
+	const agentfilt_totals &src = skel_->bss->totals;
+	t.counters.data_ready = __atomic_load_n(&src.counters.data_ready, __ATOMIC_RELAXED);
+	t.counters.state_change = __atomic_load_n(&src.counters.state_change, __ATOMIC_RELAXED);
+	t.counters.write_space = __atomic_load_n(&src.counters.write_space, __ATOMIC_RELAXED);
+	t.counters.error_report = __atomic_load_n(&src.counters.error_report, __ATOMIC_RELAXED);
+	t.counters.passed = __atomic_load_n(&src.counters.passed, __ATOMIC_RELAXED);
+	t.counters.coalesced = __atomic_load_n(&src.counters.coalesced, __ATOMIC_RELAXED);
+	t.overflows = __atomic_load_n(&src.overflows, __ATOMIC_RELAXED);
+	EventCounters c = from_kernel(t.counters, t.overflows);
+	c.completions = completions_;
+	c.bytes = bytes_;
+	return c;
+}
+
+EventCounters BpfSource::counters(int fd) const
+{
+	Watch *w = find_fd(fd);
+	if (!w)
+		return {};
+	EventCounters c;
+	agentfilt_sk v{};
+	if (!w->fail && bpf_map_lookup_elem(sk_map_fd_, &fd, &v) == 0)
+		c = from_kernel(v.counters, v.overflows);
+	c.completions = w->completions;
+	c.bytes = w->bytes;
+	return c;
+}
+
+} // namespace
+
+std::unique_ptr<EventSource> make_bpf_source(Ring &ring, const BpfOptions &opts, std::string *err)
+{
+	auto src = std::make_unique<BpfSource>(ring);
+	if (!src->load(opts, err))
+		return nullptr;
+	return src;
+}
+
+std::unique_ptr<EventSource> make_bpf_source(Ring &ring, std::string *err)
+{
+	return make_bpf_source(ring, BpfOptions{}, err);
 }
 
 } // namespace agent
