@@ -60,9 +60,13 @@ public:
 	// caller, who must unwatch() before closing it.
 	virtual void watch(int fd, StreamReader &reader) = 0;
 	// Stops delivering (backpressure); bytes stay queued in the socket.
+	// A few bytes already in flight may still be held by the source.
 	virtual void pause(int fd) = 0;
-	// Delivers again, starting with whatever is queued.
+	// Delivers again, starting with whatever is held or queued.
 	virtual void resume(int fd) = 0;
+	// None of watch, pause, resume and unwatch calls a reader back before
+	// returning (readers call them from inside their own callbacks):
+	// deliveries they cause happen later, from a ring completion.
 	// Forgets fd: no reader callback happens after this returns.
 	virtual void unwatch(int fd) = 0;
 

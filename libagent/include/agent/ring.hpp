@@ -7,6 +7,7 @@
 #include <liburing.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace agent {
 
@@ -15,10 +16,8 @@ namespace agent {
 // in-flight operations and free themselves only when that count is zero.
 class Completion {
 public:
+	virtual ~Completion() = default;
 	virtual void on_complete(int res, unsigned flags) = 0;
-
-protected:
-	~Completion() = default;
 };
 
 class Ring {

@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: MIT
+// agentproxy: carries each client TCP stream over N TCP streams.
+//   agentproxy stripe --listen A:P --peer JOIN:P [--streams N] ...
+//   agentproxy join   --listen A:P --target SERVER:P ...
+#include "agent/log.hpp"
+#include "agent/proxy.hpp"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <cstring>
+#include <optional>
+
+using namespace agent;
+
+namespace {
+
+struct Options {
+	std::string listen, peer, target, key_file, events = "auto";
+	unsigned streams = 4;
+	std::size_t chunk = 64 * 1024;
+	std::size_t reorder_budget = 8u << 20;
+	std::size_t send_buffer = 1u << 20;
+	unsigned handshake_ms = 5000;
+	unsigned max_sessions = 4096;
+	unsigned buffers = 512;
+	std::size_t buffer_size = 64 * 1024;
+	unsigned stats_interval = 0;
+	bool verbose = false, quiet = false;
+};
+
+void print_counters(const char *side, const ProxyStats &s, EventSource &ev)
+{
+	EventCounters c = ev.counters();
+	std::string out = fmt::format(
+		"stats[{}]: sessions opened {} done {} failed {} active {}; streams refused {}; "
+		"bytes in {} out {}; frames sent {} received {}; backpressure pauses {}\n"
+		"events[{}]: data_ready {} state_change {} write_space {} error_report {}; "
+		"passed {} filtered {} coalesced {}; completions {} bytes {} overflows {}\n",
+		side, s.sessions_opened, s.sessions_done, s.sessions_failed, s.active,
+		s.streams_refused, s.bytes_in, s.bytes_out, s.frames_sent, s.frames_received,
+		s.backpressure_pauses, ev.name(), c.data_ready, c.state_change, c.write_space,
+		c.error_report, c.passed, c.filtered, c.coalesced, c.completions, c.bytes,
+		c.overflows);
+	std::fwrite(out.data(), 1, out.size(), stdout);
+	std::fflush(stdout);
+}
+
+void add_common(CLI::App *sub, Options &o)
+{
+	sub->add_option("--listen", o.listen, "address to accept on, HOST:PORT")->required();
+	sub->add_option("--events", o.events,
+			"event source: auto (kmod if /dev/agentfilt exists, else bpf if it "
+			"loads, else uring), uring, kmod or bpf")
+		->check(CLI::IsMember({"auto", "uring", "kmod", "bpf"}))
+		->capture_default_str();
+	sub->add_option("--key-file", o.key_file,
+			"shared key (>= 16 bytes); HELLOs carry an HMAC-SHA256 of it and a "
+			"join side with a key refuses streams without a valid one");
+	sub->add_option("--reorder-budget", o.reorder_budget,
+			"out-of-order bytes held per session before reading ahead stops "
+			"(suffixes K, M, G)")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(64 * 1024), std::size_t(1) << 32))
+		->capture_default_str();
+	sub->add_option("--send-buffer", o.send_buffer,
+			"bytes queued per connection before reading its source pauses")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(16 * 1024), std::size_t(1) << 30))
+		->capture_default_str();
+	sub->add_option("--handshake-timeout", o.handshake_ms,
+			"ms for a stream to send its HELLO and for a session's streams to "
+			"arrive")
+		->check(CLI::Range(10u, 600000u))
+		->capture_default_str();
+	sub->add_option("--max-sessions", o.max_sessions,
+			"sessions plus pending handshakes accepted at once")
+		->check(CLI::Range(1u, 1000000u))
+		->capture_default_str();
+	sub->add_option("--buffers", o.buffers, "provided receive buffers (power of two)")
+		->check(CLI::IsMember({64u, 128u, 256u, 512u, 1024u, 2048u, 4096u, 8192u}))
+		->capture_default_str();
+	sub->add_option("--buffer-size", o.buffer_size, "bytes per receive buffer")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(4096), std::size_t(1) << 20))
+		->capture_default_str();
+	sub->add_option("--stats-interval", o.stats_interval,
+			"print the counters every N seconds (0: only on exit and SIGUSR1)")
+		->capture_default_str();
+	sub->add_flag("-v,--verbose", o.verbose, "log every session");
+	sub->add_flag("-q,--quiet", o.quiet, "log errors only");
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+	Options o;
+	CLI::App app{"agentproxy: carries one client TCP stream over several TCP streams.\n"
+		     "The stripe side accepts clients and stripes each one's bytes over N "
+		     "streams to a join side, which reorders them and talks to the target; "
+		     "replies come back the same way. SIGUSR1 prints the counters.",
+		     "agentproxy"};
+	app.require_subcommand(1);
+	auto *stripe = app.add_subcommand("stripe", "accept clients and stripe them to a join side");
+	add_common(stripe, o);
+	stripe->add_option("--peer", o.peer, "the join side, HOST:PORT")->required();
+	stripe->add_option("--streams", o.streams, "streams per session")
+		->check(CLI::Range(1u, 64u))
+		->capture_default_str();
+	stripe->add_option("--chunk", o.chunk, "max payload bytes per frame (suffixes K, M)")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(512), std::size_t(256 * 1024)))
+		->capture_default_str();
+	auto *join = app.add_subcommand("join", "accept striped sessions and join them to a target");
+	add_common(join, o);
+	join->add_option("--target", o.target, "the server to connect each session to, HOST:PORT")
+		->required();
+
+	try {
+		app.parse(argc, argv);
+	} catch (const CLI::CallForHelp &e) {
+		return app.exit(e);
+	} catch (const CLI::CallForAllHelp &e) {
+		return app.exit(e);
+	} catch (const CLI::ParseError &e) {
+		std::fprintf(stderr, "agentproxy: %s\n\n%s", e.what(), app.help().c_str());
+		return 2;
+	}
+
+	const bool is_stripe = stripe->parsed();
+	const char *side = is_stripe ? "stripe" : "join";
+	set_log_name(fmt::format("agentproxy[{}]", side));
+	set_log_level(o.verbose ? LogLevel::debug : o.quiet ? LogLevel::error : LogLevel::info);
+
+	auto usage_error = [&](const std::string &msg) {
+		std::fprintf(stderr, "agentproxy %s: %s\nRun 'agentproxy %s --help' for usage.\n",
+			     side, msg.c_str(), side);
+		return 2;
+	};
+	std::string err;
+	auto listen = parse_address(o.listen, &err);
+	if (!listen)
+		return usage_error("--listen: " + err);
+	auto remote = parse_address(is_stripe ? o.peer : o.target, &err);
+	if (!remote)
+		return usage_error(std::string(is_stripe ? "--peer: " : "--target: ") + err);
+
+	SessionConfig cfg;
+	cfg.streams = o.streams;
+	cfg.chunk = o.chunk;
+	cfg.reorder_budget = o.reorder_budget;
+	cfg.send_limit = o.send_buffer;
+	cfg.handshake_timeout = std::chrono::milliseconds(o.handshake_ms);
+	cfg.max_sessions = o.max_sessions;
+	if (!o.key_file.empty()) {
+		cfg.key = AuthKey::from_file(o.key_file, &err);
+		if (!cfg.key)
+			return usage_error("--key-file: " + err);
+	}
+
+	AgentOptions ao;
+	parse_event_kind(o.events, ao.events);
+	ao.buffer_count = o.buffers;
+	ao.buffer_size = o.buffer_size;
+	auto agent = Agent::create(ao, &err);
+	if (!agent) {
+		std::fprintf(stderr, "agentproxy %s: --events %s: %s\n", side, o.events.c_str(),
+			     err.c_str());
+		return 1;
+	}
+	int lfd = listen_tcp(*listen);
+	if (lfd < 0) {
+		std::fprintf(stderr, "agentproxy %s: cannot listen on %s: %s\n", side,
+			     listen->str().c_str(), strerror(-lfd));
+		return 1;
+	}
+
+	std::optional<StripeServer> stripe_srv;
+	std::optional<JoinServer> join_srv;
+	if (is_stripe)
+		stripe_srv.emplace(*agent, cfg, lfd, *remote);
+	else
+		join_srv.emplace(*agent, cfg, lfd, *remote);
+	auto stats = [&]() -> const ProxyStats & {
+		return is_stripe ? stripe_srv->stats() : join_srv->stats();
+	};
+
+	std::printf("events: %s\n", std::string(agent->events().name()).c_str());
+	std::printf("%s: listening on %s, %s %s\n", side, local_address(lfd).c_str(),
+		    is_stripe ? "peer" : "target", remote->str().c_str());
+	std::fflush(stdout);
+
+	agent->on_report([&] { print_counters(side, stats(), agent->events()); });
+	if (o.stats_interval > 0) {
+		auto next = Agent::Clock::now() + std::chrono::seconds(o.stats_interval);
+		agent->on_tick([&, next](Agent::Clock::time_point now) mutable {
+			if (now < next)
+				return;
+			next = now + std::chrono::seconds(o.stats_interval);
+			print_counters(side, stats(), agent->events());
+		});
+	}
+	agent->run();
+	print_counters(side, stats(), agent->events());
+	return 0;
+}

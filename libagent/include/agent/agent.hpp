@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: MIT
+// An agent thread's context: its io_uring, the provided-buffer pool, the
+// event source, a coarse ticker for timeouts, and signal handling. Nothing
+// in an agent blocks outside the ring.
+#pragma once
+
+#include "agent/buffer_ring.hpp"
+#include "agent/event_source.hpp"
+#include "agent/ring.hpp"
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace agent {
+
+struct AgentOptions {
+	EventKind events = EventKind::automatic;
+	unsigned ring_entries = 1024;
+	unsigned buffer_count = 512;         // provided buffers (power of two)
+	std::size_t buffer_size = 64 * 1024; // bytes each
+};
+
+class Agent {
+public:
+	using Clock = std::chrono::steady_clock;
+
+	// Null with *err set if the ring or the requested event source cannot
+	// be set up.
+	static std::unique_ptr<Agent> create(const AgentOptions &opts, std::string *err);
+	~Agent();
+
+	Ring &ring() { return ring_; }
+	BufferRing &buffers() { return *buffers_; }
+	EventSource &events() { return *events_; }
+
+	// Runs the loop until stop(); SIGINT and SIGTERM call stop(), SIGUSR1
+	// calls the report callback.
+	void run();
+	void stop() { running_ = false; }
+	void on_report(std::function<void()> fn) { report_ = std::move(fn); }
+	// fn runs on the agent thread about every tick (100 ms).
+	void on_tick(std::function<void(Clock::time_point)> fn) { tickers_.push_back(std::move(fn)); }
+
+private:
+	explicit Agent(const AgentOptions &opts);
+	void arm_signal();
+	void arm_tick();
+	void on_signal(int res, unsigned flags);
+	void on_timer(int res, unsigned flags);
+
+	Ring ring_;
+	std::unique_ptr<BufferRing> buffers_;
+	std::unique_ptr<EventSource> events_;
+	bool running_ = false;
+	int signal_fd_ = -1;
+	unsigned char siginfo_[128]{};
+	__kernel_timespec tick_ts_{};
+	std::function<void()> report_;
+	std::vector<std::function<void(Clock::time_point)>> tickers_;
+	std::unique_ptr<Completion> signal_op_, timer_op_;
+};
+
+} // namespace agent

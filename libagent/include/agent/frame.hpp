@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: MIT
+// The stripe <-> join wire format. Every frame starts with a 16-byte
+// little-endian header:
+//   u8 type | u8 flags | u16 reserved (0) | u32 length | u64 seq
+// HELLO (first frame of every stream, stripe -> join) carries a fixed
+// 56-byte payload:
+//   u32 magic "AGMX" | u16 version | u16 flags | u64 session | u16 index |
+//   u16 count | u32 reserved (0) | u8 tag[32] (HMAC-SHA256 of the first 24
+//   bytes under the shared key, zero without a key)
+// DATA carries chunk seq of its direction; FIN, sent once on every stream,
+// carries the final seq of its direction; ERROR carries u32 code + text.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace agent::wire {
+
+inline constexpr std::uint32_t kMagic = 0x584d4741; // "AGMX"
+inline constexpr std::uint16_t kVersion = 1;
+inline constexpr std::size_t kHeaderSize = 16;
+inline constexpr std::size_t kHelloSize = 56;
+inline constexpr std::size_t kHelloSignedSize = 24;
+inline constexpr std::size_t kTagSize = 32;
+inline constexpr std::uint32_t kMaxPayload = 256u << 10;
+inline constexpr std::uint32_t kMaxErrorText = 512;
+inline constexpr unsigned kMaxStreams = 64;
+inline constexpr std::uint16_t kHelloFlagAuth = 1;
+
+enum class Type : std::uint8_t { hello = 1, data = 2, fin = 3, ack = 4, error = 5 };
+
+enum class ErrorCode : std::uint32_t {
+	reset = 1,       // the plain end was reset
+	protocol = 2,    // a malformed or unexpected frame
+	unreachable = 3, // the target could not be reached
+	stream_lost = 4, // a stream of the session ended early
+	internal = 5,
+};
+
+struct Header {
+	Type type = Type::data;
+	std::uint8_t flags = 0;
+	std::uint32_t length = 0;
+	std::uint64_t seq = 0;
+};
+
+struct Hello {
+	std::uint16_t version = kVersion;
+	std::uint16_t flags = 0;
+	std::uint64_t session = 0;
+	std::uint16_t index = 0;
+	std::uint16_t count = 0;
+	std::array<std::uint8_t, kTagSize> tag{};
+};
+
+enum class Status {
+	ok,
+	bad_type,
+	bad_reserved,
+	too_long,
+	bad_length, // a length that does not fit the type
+	bad_magic,
+	bad_version,
+	bad_stream, // index/count out of range
+};
+
+std::string_view describe(Status s);
+
+void encode_header(const Header &h, std::byte out[kHeaderSize]);
+Status decode_header(std::span<const std::byte, kHeaderSize> in, Header &out);
+
+// The signed part is out[0, kHelloSignedSize); the tag follows it.
+void encode_hello(const Hello &h, std::byte out[kHelloSize]);
+Status decode_hello(std::span<const std::byte, kHelloSize> in, Hello &out);
+
+} // namespace agent::wire

@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: MIT
+// Socket addresses and the few socket calls made outside the ring (socket
+// creation and options never block).
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace agent {
+
+struct Address {
+	sockaddr_storage ss{};
+	socklen_t len = 0;
+
+	const sockaddr *sa() const { return reinterpret_cast<const sockaddr *>(&ss); }
+	int family() const { return ss.ss_family; }
+	std::string str() const;
+};
+
+// Parses "HOST:PORT", "[V6]:PORT" or ":PORT"/"PORT" (all addresses).
+// Numeric hosts and "localhost" only: a proxy's config should not block on
+// DNS. Null with *err set on bad input.
+std::optional<Address> parse_address(std::string_view s, std::string *err);
+
+// A listening TCP socket (SO_REUSEADDR) or -errno.
+int listen_tcp(const Address &a, int backlog = 1024);
+// A non-connected TCP socket for a, ready for IORING_OP_CONNECT, or -errno.
+int socket_for(const Address &a);
+// The address of a local socket.
+std::string local_address(int fd);
+std::string peer_address(int fd);
+
+} // namespace agent

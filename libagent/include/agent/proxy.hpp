@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: MIT
+// Stripe and join: one client TCP stream carried over N TCP streams.
+//   client -> StripeServer ==N streams==> JoinServer -> target (or an app)
+// Both directions are striped; half-close and reset map through.
+#pragma once
+
+#include "agent/agent.hpp"
+#include "agent/auth.hpp"
+#include "agent/net.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+
+namespace agent {
+
+struct SessionConfig {
+	unsigned streams = 4;                        // stripe side: streams per session
+	std::size_t chunk = 64 * 1024;               // max payload bytes per DATA frame
+	std::size_t reorder_budget = 8 << 20;        // out-of-order bytes held per session
+	std::size_t send_limit = 1 << 20;            // queued bytes per connection
+	std::chrono::milliseconds handshake_timeout{5000};
+	unsigned max_sessions = 4096;                // join: sessions and pending streams
+	std::optional<AuthKey> key;
+};
+
+struct ProxyStats {
+	std::uint64_t sessions_opened = 0;
+	std::uint64_t sessions_done = 0;   // ended cleanly
+	std::uint64_t sessions_failed = 0; // ended by an error, reset or bad input
+	std::uint64_t streams_refused = 0; // join: bad or unauthenticated hellos
+	std::uint64_t bytes_in = 0;        // plain end -> streams (payload)
+	std::uint64_t bytes_out = 0;       // streams -> plain end (payload)
+	std::uint64_t frames_sent = 0;
+	std::uint64_t frames_received = 0;
+	std::uint64_t backpressure_pauses = 0;
+	std::uint64_t active = 0;
+};
+
+// A session as a custom server sees it (join side, no target socket).
+class SessionHandle {
+public:
+	virtual std::uint64_t id() const = 0;
+	// Queues bytes to the client (striped back over the session's streams).
+	virtual void send(std::span<const std::byte> bytes) = 0;
+	// Bytes queued towards the client; stop sending while this is large.
+	virtual std::size_t queued() const = 0;
+	// Half-closes towards the client (after what is queued).
+	virtual void shutdown() = 0;
+	// Ends the session at once; the client's connection is reset.
+	virtual void reset(std::string_view reason) = 0;
+
+protected:
+	~SessionHandle() = default;
+};
+
+// Implemented by a custom server: one object per session.
+class SessionApp {
+public:
+	virtual ~SessionApp() = default;
+	virtual void on_open(SessionHandle &) {}
+	// The client's bytes, in order.
+	virtual void on_data(SessionHandle &s, std::span<const std::byte> bytes) = 0;
+	// The client half-closed: no more on_data.
+	virtual void on_fin(SessionHandle &) {}
+	// The session is over (reason empty if it ended cleanly); the handle
+	// is invalid after this returns.
+	virtual void on_close(SessionHandle &, std::string_view /*reason*/) {}
+};
+
+using AppFactory = std::function<std::unique_ptr<SessionApp>()>;
+
+class Session;
+
+class StripeServer {
+public:
+	StripeServer(Agent &agent, SessionConfig cfg, int listen_fd, Address peer);
+	~StripeServer();
+	const ProxyStats &stats() const;
+
+	class Impl;
+
+private:
+	std::unique_ptr<Impl> impl_;
+};
+
+class JoinServer {
+public:
+	// Sessions go to a TCP target...
+	JoinServer(Agent &agent, SessionConfig cfg, int listen_fd, Address target);
+	// ...or to an application object made per session.
+	JoinServer(Agent &agent, SessionConfig cfg, int listen_fd, AppFactory app);
+	~JoinServer();
+	const ProxyStats &stats() const;
+
+	class Impl;
+
+private:
+	std::unique_ptr<Impl> impl_;
+};
+
+} // namespace agent

@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: MIT
+#include "agent/net.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <fmt/format.h>
+
+namespace agent {
+
+std::string Address::str() const
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	if (family() == AF_INET) {
+		auto *in = reinterpret_cast<const sockaddr_in *>(&ss);
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		return fmt::format("{}:{}", host, ntohs(in->sin_port));
+	}
+	auto *in6 = reinterpret_cast<const sockaddr_in6 *>(&ss);
+	inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+	return fmt::format("[{}]:{}", host, ntohs(in6->sin6_port));
+}
+
+std::optional<Address> parse_address(std::string_view s, std::string *err)
+{
+	std::string host;
+	std::string_view port;
+	if (!s.empty() && s.front() == '[') {
+		auto close = s.find(']');
+		if (close == s.npos || close + 1 >= s.size() || s[close + 1] != ':') {
+			*err = fmt::format("bad address '{}': want [V6]:PORT", s);
+			return std::nullopt;
+		}
+		host = std::string(s.substr(1, close - 1));
+		port = s.substr(close + 2);
+	} else if (auto colon = s.rfind(':'); colon != s.npos) {
+		host = std::string(s.substr(0, colon));
+		port = s.substr(colon + 1);
+	} else {
+		port = s;
+	}
+	unsigned p = 0;
+	auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+	if (port.empty() || ec != std::errc() || end != port.data() + port.size() || p > 65535) {
+		*err = fmt::format("bad address '{}': want HOST:PORT with a port 0-65535", s);
+		return std::nullopt;
+	}
+	if (host == "localhost")
+		host = "127.0.0.1";
+	Address a;
+	auto *in = reinterpret_cast<sockaddr_in *>(&a.ss);
+	auto *in6 = reinterpret_cast<sockaddr_in6 *>(&a.ss);
+	if (host.empty() || host == "*") {
+		in->sin_family = AF_INET;
+		in->sin_addr.s_addr = htonl(INADDR_ANY);
+		in->sin_port = htons(p);
+		a.len = sizeof(*in);
+	} else if (inet_pton(AF_INET, host.c_str(), &in->sin_addr) == 1) {
+		in->sin_family = AF_INET;
+		in->sin_port = htons(p);
+		a.len = sizeof(*in);
+	} else if (inet_pton(AF_INET6, host.c_str(), &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons(p);
+		a.len = sizeof(*in6);
+	} else {
+		*err = fmt::format("bad address '{}': host must be a numeric IP or localhost", s);
+		return std::nullopt;
+	}
+	return a;
+}
+
+int socket_for(const Address &a)
+{
+	int fd = socket(a.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+int listen_tcp(const Address &a, int backlog)
+{
+	int fd = socket(a.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, a.sa(), a.len) < 0 || listen(fd, backlog) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+static std::string name_of(int fd, bool peer)
+{
+	Address a;
+	a.len = sizeof(a.ss);
+	int r = peer ? getpeername(fd, reinterpret_cast<sockaddr *>(&a.ss), &a.len)
+		     : getsockname(fd, reinterpret_cast<sockaddr *>(&a.ss), &a.len);
+	return r < 0 ? std::string("?") : a.str();
+}
+
+std::string local_address(int fd) { return name_of(fd, false); }
+std::string peer_address(int fd) { return name_of(fd, true); }
+
+} // namespace agent

@@ -1,0 +1,629 @@
+// SPDX-License-Identifier: MIT
+#include "session.hpp"
+
+#include "agent/log.hpp"
+
+#include <unistd.h>
+
+#include <cstring>
+
+namespace agent {
+
+// ---- Stream ---------------------------------------------------------------
+
+Stream::Stream(Agent &a, StreamHandler *h, int fd, bool connected, unsigned idx)
+	: agent(a), handler(h), conn(a.ring(), *this, fd, connected), index(idx),
+	  since(Agent::Clock::now())
+{
+}
+
+Stream::~Stream() { unwatch(); }
+
+void Stream::conn_connected(Conn &) { connected_event = true; }
+void Stream::conn_sent(Conn &) { sent_event = true; }
+void Stream::conn_failed(Conn &, int err) { conn_error = err; }
+
+void Stream::watch()
+{
+	if (watching)
+		return;
+	watching = true;
+	paused = false;
+	agent.events().watch(conn.fd(), *this);
+}
+
+void Stream::unwatch()
+{
+	if (!watching)
+		return;
+	watching = false;
+	agent.events().unwatch(conn.fd());
+}
+
+void Stream::pause()
+{
+	if (watching && !paused) {
+		paused = true;
+		agent.events().pause(conn.fd());
+	}
+}
+
+void Stream::resume()
+{
+	if (watching && paused) {
+		paused = false;
+		agent.events().resume(conn.fd());
+	}
+}
+
+// ---- Session: setup -------------------------------------------------------
+
+Session::Session(Agent &agent, const SessionConfig &cfg, SessionHost &host, ProxyStats &stats,
+		 std::uint64_t id, unsigned count)
+	: agent_(agent), cfg_(cfg), host_(host), stats_(stats), id_(id), count_(count),
+	  created_(Agent::Clock::now()), streams_(count),
+	  // The window bounds how far ahead a seq may be; the budget bounds bytes.
+	  rx_(cfg.reorder_budget, 1u << 20)
+{
+	stats_.sessions_opened++;
+	stats_.active++;
+}
+
+Session::~Session()
+{
+	if (plain_watching_)
+		agent_.events().unwatch(plain_->fd());
+}
+
+std::string Session::tag() const { return fmt::format("session {:016x}", id_); }
+
+void Session::start_stripe(int client_fd, const Address &peer)
+{
+	plain_ = std::make_unique<Conn>(agent_.ring(), *this, client_fd, true);
+	plain_name_ = "client " + peer_address(client_fd);
+	for (unsigned i = 0; i < count_; i++) {
+		int fd = socket_for(peer);
+		if (fd < 0) {
+			abort(wire::ErrorCode::internal,
+			      fmt::format("cannot create a stream socket: {}", strerror(-fd)), false);
+			return;
+		}
+		auto st = std::make_unique<Stream>(agent_, this, fd, false, i);
+		st->peer = peer.str();
+		st->conn.connect(peer);
+		wire::Hello hello;
+		hello.session = id_;
+		hello.index = i;
+		hello.count = count_;
+		if (cfg_.key)
+			cfg_.key->sign(hello);
+		std::byte body[wire::kHelloSize];
+		wire::encode_hello(hello, body);
+		send_frame(*st, wire::Type::hello, 0, body);
+		streams_[i] = std::move(st);
+		attached_++;
+	}
+	started_ = true;
+	plain_watching_ = true;
+	agent_.events().watch(client_fd, *this);
+}
+
+bool Session::add_stream(std::unique_ptr<Stream> st, std::span<const std::byte> leftover)
+{
+	unsigned i = st->index;
+	if (i >= count_ || streams_[i])
+		return false;
+	st->handler = this;
+	Stream &ref = *st;
+	streams_[i] = std::move(st);
+	attached_++;
+	if (!leftover.empty())
+		stream_data(ref, leftover);
+	else if (!started_)
+		ref.pause();
+	return true;
+}
+
+bool Session::complete() const { return attached_ == count_; }
+
+void Session::start_target(const Address &target)
+{
+	int fd = socket_for(target);
+	if (fd < 0) {
+		abort(wire::ErrorCode::internal,
+		      fmt::format("cannot create a target socket: {}", strerror(-fd)));
+		return;
+	}
+	plain_ = std::make_unique<Conn>(agent_.ring(), *this, fd, false);
+	plain_name_ = "target " + target.str();
+	plain_->connect(target);
+	started_ = true;
+	for (auto &st : streams_)
+		apply_pause(*st);
+	pump();
+}
+
+void Session::start_app(std::unique_ptr<SessionApp> app)
+{
+	app_ = std::move(app);
+	plain_name_ = "application";
+	started_ = true;
+	app_->on_open(*this);
+	for (auto &st : streams_)
+		if (st)
+			apply_pause(*st);
+	pump();
+}
+
+// ---- plain end -> streams ---------------------------------------------------
+
+void Session::send_frame(Stream &st, wire::Type type, std::uint64_t seq,
+			 std::span<const std::byte> payload)
+{
+	std::byte hdr[wire::kHeaderSize];
+	wire::Header h;
+	h.type = type;
+	h.length = payload.size();
+	h.seq = seq;
+	wire::encode_header(h, hdr);
+	st.conn.send(hdr, payload);
+	stats_.frames_sent++;
+}
+
+void Session::send_up(std::span<const std::byte> bytes)
+{
+	if (closing_ || tx_fin_)
+		return;
+	std::size_t queued[wire::kMaxStreams];
+	while (!bytes.empty()) {
+		auto chunk = bytes.first(std::min(bytes.size(), cfg_.chunk));
+		for (unsigned i = 0; i < count_; i++)
+			queued[i] = streams_[i]->conn.queued();
+		std::size_t pick = sched_.pick({queued, count_});
+		send_frame(*streams_[pick], wire::Type::data, tx_seq_++, chunk);
+		stats_.bytes_in += chunk.size();
+		bytes = bytes.subspan(chunk.size());
+	}
+	update_plain_pause();
+}
+
+std::size_t Session::queued() const
+{
+	std::size_t n = 0;
+	for (auto &st : streams_)
+		if (st)
+			n += st->conn.queued();
+	return n;
+}
+
+// Stops reading the plain end while every stream holds send_limit bytes;
+// reads again once one has drained to half.
+void Session::update_plain_pause()
+{
+	std::size_t least = SIZE_MAX;
+	for (auto &st : streams_)
+		least = std::min(least, st ? st->conn.queued() : 0);
+	bool full = least >= cfg_.send_limit;
+	bool roomy = least < cfg_.send_limit / 2;
+	if (app_) {
+		// An application cannot be paused: stop feeding it instead.
+		update_ingress_pause();
+		return;
+	}
+	if (!plain_watching_)
+		return;
+	if (!plain_paused_ && full) {
+		plain_paused_ = true;
+		stats_.backpressure_pauses++;
+		agent_.events().pause(plain_->fd());
+	} else if (plain_paused_ && roomy) {
+		plain_paused_ = false;
+		agent_.events().resume(plain_->fd());
+	}
+}
+
+void Session::plain_read_ended(int err)
+{
+	if (closing_)
+		return;
+	if (err < 0) {
+		abort(wire::ErrorCode::reset,
+		      fmt::format("{} reset the connection ({})", plain_name_, strerror(-err)));
+		return;
+	}
+	if (tx_fin_)
+		return;
+	tx_fin_ = true;
+	// FIN goes on every stream, so each stream's end is known to be clean.
+	for (auto &st : streams_) {
+		send_frame(*st, wire::Type::fin, tx_seq_, {});
+		st->conn.shutdown_write();
+	}
+	check_done();
+}
+
+// ---- streams -> plain end ---------------------------------------------------
+
+void Session::stream_data(Stream &st, std::span<const std::byte> bytes)
+{
+	if (closing_)
+		return;
+	if (!started_) {
+		st.in.insert(st.in.end(), bytes.begin(), bytes.end());
+		st.pause();
+		return;
+	}
+	if (st.in.empty()) {
+		std::size_t n = consume(st, bytes);
+		if (n < bytes.size() && !closing_)
+			st.in.assign(bytes.begin() + n, bytes.end());
+	} else {
+		st.in.insert(st.in.end(), bytes.begin(), bytes.end());
+		std::size_t n = consume(st, st.in);
+		if (!closing_)
+			st.in.erase(st.in.begin(), st.in.begin() + n);
+	}
+	pump();
+}
+
+std::size_t Session::consume(Stream &st, std::span<const std::byte> buf)
+{
+	std::size_t off = 0;
+	while (!closing_ && buf.size() - off >= wire::kHeaderSize) {
+		wire::Header h;
+		auto s = wire::decode_header(buf.subspan(off).first<wire::kHeaderSize>(), h);
+		if (s != wire::Status::ok) {
+			abort(wire::ErrorCode::protocol,
+			      fmt::format("stream {} from {}: bad frame: {}", st.index, st.peer,
+					  wire::describe(s)));
+			break;
+		}
+		if (buf.size() - off - wire::kHeaderSize < h.length)
+			break;
+		if (!handle_frame(st, h, buf.subspan(off + wire::kHeaderSize, h.length)))
+			break;
+		off += wire::kHeaderSize + h.length;
+	}
+	return off;
+}
+
+bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const std::byte> payload)
+{
+	auto bad = [&](std::string what) {
+		abort(wire::ErrorCode::protocol,
+		      fmt::format("stream {} from {}: {}", st.index, st.peer, what));
+		return false;
+	};
+	switch (h.type) {
+	case wire::Type::data: {
+		if (st.fin_seen || (rx_fin_seq_ && h.seq >= *rx_fin_seq_))
+			return bad(fmt::format("DATA seq {} after FIN", h.seq));
+		if (st.any_data && h.seq <= st.last_seq)
+			return bad(fmt::format("duplicate DATA seq {}", h.seq));
+		switch (rx_.offer(h.seq, payload)) {
+		case ReorderBuffer::Verdict::in_order:
+			rx_.advance();
+			deliver(payload);
+			drain_reorder();
+			break;
+		case ReorderBuffer::Verdict::stored:
+			break;
+		case ReorderBuffer::Verdict::duplicate:
+			return bad(fmt::format("duplicate DATA seq {}", h.seq));
+		case ReorderBuffer::Verdict::out_of_window:
+			return bad(fmt::format("DATA seq {} outside the window (next {})", h.seq,
+					       rx_.next()));
+		case ReorderBuffer::Verdict::no_room:
+			// Backpressure: stop reading this stream until the
+			// frames before it arrive and free the budget.
+			st.blocked = true;
+			apply_pause(st);
+			return false;
+		}
+		st.blocked = false;
+		st.last_seq = h.seq;
+		st.any_data = true;
+		stats_.frames_received++;
+		return !closing_;
+	}
+	case wire::Type::fin:
+		if (st.fin_seen)
+			return bad("second FIN");
+		if ((rx_fin_seq_ && *rx_fin_seq_ != h.seq) || h.seq < rx_.next() ||
+		    (st.any_data && h.seq <= st.last_seq))
+			return bad(fmt::format("FIN seq {} does not fit the data", h.seq));
+		rx_fin_seq_ = h.seq;
+		st.fin_seen = true;
+		stats_.frames_received++;
+		drain_reorder();
+		return !closing_;
+	case wire::Type::error: {
+		std::uint32_t code = 0;
+		for (int i = 0; i < 4; i++)
+			code |= std::to_integer<std::uint32_t>(payload[i]) << (8 * i);
+		std::string text(reinterpret_cast<const char *>(payload.data()) + 4,
+				 payload.size() - 4);
+		for (char &c : text)
+			if (c < 32 || c > 126)
+				c = '?';
+		abort(wire::ErrorCode(code), fmt::format("peer ended the session: {}", text), false);
+		return false;
+	}
+	case wire::Type::ack:
+		stats_.frames_received++;
+		return true;
+	case wire::Type::hello:
+		return bad("HELLO after the handshake");
+	}
+	return bad("unknown frame");
+}
+
+void Session::deliver(std::span<const std::byte> bytes)
+{
+	stats_.bytes_out += bytes.size();
+	if (plain_)
+		plain_->send(bytes);
+	else if (app_)
+		app_->on_data(*this, bytes);
+	update_ingress_pause();
+}
+
+void Session::drain_reorder()
+{
+	std::vector<std::byte> frame;
+	while (!closing_ && rx_.pop(frame))
+		deliver(frame);
+	if (closing_ || rx_done_ || !rx_fin_seq_ || rx_.next() != *rx_fin_seq_)
+		return;
+	rx_done_ = true;
+	if (plain_)
+		plain_->shutdown_write();
+	else if (app_)
+		app_->on_fin(*this);
+	check_done();
+}
+
+// Streams whose bytes wait (blocked on the budget, or held before the
+// session started) get another go; repeats while anything moves.
+void Session::pump()
+{
+	if (pumping_ || !started_)
+		return;
+	pumping_ = true;
+	bool progress = true;
+	while (progress && !closing_) {
+		progress = false;
+		for (auto &sp : streams_) {
+			if (closing_)
+				break;
+			Stream &st = *sp;
+			if (!st.in.empty()) {
+				bool was_blocked = st.blocked;
+				st.blocked = false;
+				std::size_t n = consume(st, st.in);
+				if (closing_)
+					break;
+				st.in.erase(st.in.begin(), st.in.begin() + n);
+				if (n > 0 || was_blocked != st.blocked)
+					progress = progress || n > 0;
+			}
+			apply_pause(st);
+			check_stream_eof(st);
+		}
+	}
+	pumping_ = false;
+}
+
+void Session::apply_pause(Stream &st)
+{
+	bool want = !started_ || ingress_paused_ || st.blocked;
+	if (want)
+		st.pause();
+	else
+		st.resume();
+}
+
+// A stream may end only after its FIN frame; anything else loses data.
+void Session::check_stream_eof(Stream &st)
+{
+	if (closing_ || !st.eof || st.fin_seen || st.blocked || !started_)
+		return;
+	abort(wire::ErrorCode::stream_lost,
+	      st.in.empty() ? fmt::format("stream {} from {} closed before its FIN", st.index,
+					  st.peer)
+			    : fmt::format("stream {} from {} closed inside a frame", st.index,
+					  st.peer));
+}
+
+// Stops reading the streams while the plain end has send_limit bytes queued
+// (or, for an application, while its replies cannot go out).
+void Session::update_ingress_pause()
+{
+	std::size_t q = 0;
+	if (plain_) {
+		q = plain_->queued();
+	} else if (app_) {
+		q = SIZE_MAX;
+		for (auto &st : streams_)
+			q = std::min(q, st->conn.queued());
+	}
+	bool was = ingress_paused_;
+	if (!ingress_paused_ && q >= cfg_.send_limit) {
+		ingress_paused_ = true;
+		stats_.backpressure_pauses++;
+	} else if (ingress_paused_ && q < cfg_.send_limit / 2) {
+		ingress_paused_ = false;
+	}
+	if (was != ingress_paused_)
+		for (auto &st : streams_)
+			if (st)
+				apply_pause(*st);
+}
+
+void Session::stream_end(Stream &st, int err)
+{
+	if (closing_)
+		return;
+	st.eof = true;
+	if (err < 0) {
+		abort(wire::ErrorCode::stream_lost,
+		      fmt::format("stream {} from {}: {}", st.index, st.peer, strerror(-err)));
+		return;
+	}
+	check_stream_eof(st);
+	check_done();
+}
+
+void Session::stream_conn_event(Stream &st)
+{
+	if (!closing_) {
+		if (st.conn_error) {
+			int e = st.conn_error;
+			st.conn_error = 0;
+			abort(st.conn.connected() ? wire::ErrorCode::stream_lost
+						  : wire::ErrorCode::unreachable,
+			      st.conn.connected()
+				      ? fmt::format("stream {} to {}: send failed: {}", st.index,
+						    st.peer, strerror(-e))
+				      : fmt::format("cannot reach the join side {}: {}", st.peer,
+						    strerror(-e)));
+		} else {
+			if (st.connected_event) {
+				st.connected_event = false;
+				st.watch();
+				apply_pause(st);
+			}
+			if (st.sent_event) {
+				st.sent_event = false;
+				update_plain_pause();
+				check_done();
+			}
+		}
+	}
+	maybe_free();
+}
+
+// ---- the plain socket's connection events ----------------------------------
+
+void Session::conn_connected(Conn &)
+{
+	if (closing_)
+		return;
+	plain_watching_ = true;
+	agent_.events().watch(plain_->fd(), *this);
+	log(LogLevel::debug, "{}: connected to {}", tag(), plain_name_);
+}
+
+void Session::conn_sent(Conn &)
+{
+	if (closing_)
+		return;
+	update_ingress_pause();
+	check_done();
+}
+
+void Session::conn_failed(Conn &c, int err)
+{
+	if (closing_)
+		return;
+	if (!c.connected())
+		abort(wire::ErrorCode::unreachable,
+		      fmt::format("cannot connect to {}: {}", plain_name_, strerror(-err)));
+	else
+		abort(wire::ErrorCode::reset,
+		      fmt::format("{}: send failed: {}", plain_name_, strerror(-err)));
+}
+
+// ---- the end ----------------------------------------------------------------
+
+void Session::check_done()
+{
+	if (closing_ || !tx_fin_ || !rx_done_)
+		return;
+	for (auto &st : streams_)
+		if (!st->fin_seen || !st->eof || st->conn.queued())
+			return;
+	if (plain_ && plain_->queued())
+		return;
+	finish();
+}
+
+void Session::finish()
+{
+	closing_ = true;
+	stats_.sessions_done++;
+	stats_.active--;
+	log(LogLevel::debug, "{}: done", tag());
+	for (auto &st : streams_) {
+		st->unwatch();
+		st->conn.close(false);
+	}
+	if (plain_watching_) {
+		plain_watching_ = false;
+		agent_.events().unwatch(plain_->fd());
+	}
+	if (plain_)
+		plain_->close(false);
+	if (app_)
+		app_->on_close(*this, "");
+	maybe_free();
+}
+
+void Session::reset(std::string_view reason)
+{
+	abort(wire::ErrorCode::reset, fmt::format("application reset: {}", reason));
+}
+
+void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_peer)
+{
+	if (closing_)
+		return;
+	closing_ = true;
+	failed_ = true;
+	stats_.sessions_failed++;
+	stats_.active--;
+	log(LogLevel::warn, "{}: {}", tag(), reason);
+	std::byte err[4 + wire::kMaxErrorText];
+	std::size_t text = std::min<std::size_t>(reason.size(), wire::kMaxErrorText);
+	for (int i = 0; i < 4; i++)
+		err[i] = std::byte((std::uint32_t(code) >> (8 * i)) & 0xff);
+	std::memcpy(err + 4, reason.data(), text);
+	for (auto &st : streams_) {
+		if (!st)
+			continue;
+		st->unwatch();
+		// An idle stream can carry the reason; a busy one (or one
+		// already shut) is reset, which the peer treats the same way.
+		if (tell_peer && st->conn.connected() && !st->conn.write_shut() &&
+		    st->conn.queued() == 0) {
+			send_frame(*st, wire::Type::error, 0, {err, 4 + text});
+			st->conn.close_when_sent();
+		} else {
+			st->conn.close(true);
+		}
+	}
+	if (plain_watching_) {
+		plain_watching_ = false;
+		agent_.events().unwatch(plain_->fd());
+	}
+	if (plain_)
+		plain_->close(true);
+	if (app_)
+		app_->on_close(*this, reason);
+	maybe_free();
+}
+
+void Session::maybe_free()
+{
+	if (!closing_ || freed_)
+		return;
+	for (auto &st : streams_)
+		if (st && st->conn.busy())
+			return;
+	if (plain_ && plain_->busy())
+		return;
+	freed_ = true;
+	host_.session_finished(this);
+}
+
+} // namespace agent

@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: MIT
+// One striped session, the same on both sides: a plain end (the client's
+// socket on the stripe side; the target's socket or an application on the
+// join side) and N streams. Bytes from the plain end are cut into sequenced
+// DATA frames and spread over the streams; frames from the streams are
+// reordered and written to the plain end.
+#pragma once
+
+#include "agent/proxy.hpp"
+#include "agent/reorder.hpp"
+#include "agent/scheduler.hpp"
+#include "conn.hpp"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace agent {
+
+class Stream;
+
+// Whoever currently handles a stream's bytes: the join server while the
+// HELLO is awaited, then the session.
+class StreamHandler {
+public:
+	virtual void stream_data(Stream &st, std::span<const std::byte> bytes) = 0;
+	virtual void stream_end(Stream &st, int err) = 0;
+	virtual void stream_conn_event(Stream &st) = 0; // an op of st.conn completed
+
+protected:
+	~StreamHandler() = default;
+};
+
+// One TCP stream of a session.
+class Stream final : public StreamReader, public ConnOwner {
+public:
+	Stream(Agent &agent, StreamHandler *h, int fd, bool connected, unsigned index);
+	~Stream();
+
+	void on_data(std::span<const std::byte> bytes) override { handler->stream_data(*this, bytes); }
+	void on_end(int err) override { handler->stream_end(*this, err); }
+	void conn_connected(Conn &) override;
+	void conn_sent(Conn &) override;
+	void conn_failed(Conn &, int err) override;
+	void conn_op_done(Conn &) override { handler->stream_conn_event(*this); }
+
+	void watch();
+	void unwatch();
+	void pause();
+	void resume();
+
+	Agent &agent;
+	StreamHandler *handler;
+	Conn conn;
+	unsigned index;
+	std::string peer;
+	std::vector<std::byte> in; // received, not yet consumed
+	std::uint64_t last_seq = 0;
+	bool any_data = false;
+	bool fin_seen = false;  // the peer's FIN frame arrived on this stream
+	bool eof = false;       // the socket's read side ended
+	bool blocked = false;   // its next frame does not fit the reorder budget
+	bool watching = false;
+	bool paused = false;
+	int conn_error = 0;     // set by conn_failed, read by the handler
+	bool connected_event = false;
+	bool sent_event = false;
+	Agent::Clock::time_point since;
+};
+
+class SessionHost {
+public:
+	virtual void session_finished(Session *s) = 0; // everything freed but s itself
+
+protected:
+	~SessionHost() = default;
+};
+
+class Session final : public StreamHandler, public ConnOwner, public StreamReader, public SessionHandle {
+public:
+	Session(Agent &agent, const SessionConfig &cfg, SessionHost &host, ProxyStats &stats,
+		std::uint64_t id, unsigned count);
+	~Session();
+
+	// Stripe side: the client's socket; streams are opened to peer.
+	void start_stripe(int client_fd, const Address &peer);
+	// Join side: a stream whose HELLO named this session (bytes after the
+	// HELLO follow as leftover). False if its index is taken.
+	bool add_stream(std::unique_ptr<Stream> st, std::span<const std::byte> leftover);
+	bool complete() const;
+	bool index_taken(unsigned i) const { return i >= count_ || streams_[i] != nullptr; }
+	// Join side, once complete: the target or the application.
+	void start_target(const Address &target);
+	void start_app(std::unique_ptr<SessionApp> app);
+
+	// Ends the session: logs reason, resets the plain end, tells the peer.
+	// tell_peer: send the peer an ERROR frame where a stream can take one.
+	void abort(wire::ErrorCode code, const std::string &reason, bool tell_peer = true);
+
+	bool closing() const { return closing_; }
+	unsigned count() const { return count_; }
+	Agent::Clock::time_point created() const { return created_; }
+
+	// SessionHandle (application plain end)
+	std::uint64_t id() const override { return id_; }
+	void send(std::span<const std::byte> bytes) override { send_up(bytes); }
+	std::size_t queued() const override;
+	void shutdown() override { plain_read_ended(0); }
+	void reset(std::string_view reason) override;
+
+	// StreamHandler (the streams)
+	void stream_data(Stream &st, std::span<const std::byte> bytes) override;
+	void stream_end(Stream &st, int err) override;
+	void stream_conn_event(Stream &st) override;
+
+	// StreamReader + ConnOwner (the plain socket)
+	void on_data(std::span<const std::byte> bytes) override { send_up(bytes); }
+	void on_end(int err) override { plain_read_ended(err); }
+	void conn_connected(Conn &) override;
+	void conn_sent(Conn &) override;
+	void conn_failed(Conn &, int err) override;
+	void conn_op_done(Conn &) override { maybe_free(); }
+
+private:
+	void send_up(std::span<const std::byte> bytes);
+	void send_frame(Stream &st, wire::Type type, std::uint64_t seq,
+			std::span<const std::byte> payload);
+	void plain_read_ended(int err);
+	std::size_t consume(Stream &st, std::span<const std::byte> buf);
+	bool handle_frame(Stream &st, const wire::Header &h, std::span<const std::byte> payload);
+	void deliver(std::span<const std::byte> bytes);
+	void drain_reorder();
+	void pump();
+	void update_ingress_pause();
+	void update_plain_pause();
+	void check_done();
+	void finish();
+	void check_stream_eof(Stream &st);
+	void apply_pause(Stream &st);
+	void maybe_free();
+	std::string tag() const;
+
+	Agent &agent_;
+	const SessionConfig &cfg_;
+	SessionHost &host_;
+	ProxyStats &stats_;
+	std::uint64_t id_;
+	unsigned count_;
+	Agent::Clock::time_point created_;
+	std::vector<std::unique_ptr<Stream>> streams_;
+	unsigned attached_ = 0;
+
+	// The plain end: a socket (conn_) or an application (app_).
+	std::unique_ptr<Conn> plain_;
+	bool plain_watching_ = false;
+	bool plain_paused_ = false;
+	std::unique_ptr<SessionApp> app_;
+	std::string plain_name_;
+
+	// plain -> streams
+	Scheduler sched_;
+	std::uint64_t tx_seq_ = 0;
+	bool tx_fin_ = false;
+	// streams -> plain
+	ReorderBuffer rx_;
+	std::optional<std::uint64_t> rx_fin_seq_;
+	bool rx_done_ = false;
+	bool ingress_paused_ = false;
+
+	bool started_ = false;
+	bool closing_ = false;
+	bool failed_ = false;
+	bool pumping_ = false;
+	bool freed_ = false;
+};
+
+} // namespace agent

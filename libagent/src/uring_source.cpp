@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: MIT
+// The uring event source: one multishot recv per watched socket, selecting
+// buffers from the shared provided-buffer ring. The kernel posts a
+// completion only when data arrived, with the data already in a buffer, so
+// the completion is the event and no poll ever precedes a read.
+#include "sources.hpp"
+
+#include <cerrno>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace agent {
+namespace {
+
+class UringSource;
+
+// One watched socket. Lives until its multishot recv has fully ended, which
+// may be after unwatch() (then it is detached and its data dropped).
+struct Watch final : Completion {
+	UringSource *src;
+	int fd;
+	StreamReader *reader;
+	bool armed = false;    // a multishot recv is outstanding
+	bool cancelling = false;
+	bool paused = false;
+	bool detached = false; // unwatched: nothing is delivered any more
+	bool busy = false;     // inside on_complete
+	bool kick_pending = false; // a NOP is on its way to deliver held bytes
+	bool ended = false;    // on_end delivered or pending
+	int pending_end = 1;   // 1: none; else the on_end value held while paused
+	std::vector<std::byte> held; // bytes that arrived while paused
+	EventCounters counters;
+
+	Watch(UringSource *s, int f, StreamReader *r) : src(s), fd(f), reader(r) {}
+	void on_complete(int res, unsigned flags) override;
+	void on_kick();
+
+	// Completes the NOP that resume() queues so held bytes are delivered
+	// from the ring, never from inside resume().
+	struct Kick final : Completion {
+		Watch *w;
+		explicit Kick(Watch *watch) : w(watch) {}
+		void on_complete(int, unsigned) override { w->on_kick(); }
+	} kick{this};
+};
+
+class UringSource final : public EventSource {
+public:
+	UringSource(Ring &ring, BufferRing &buffers) : ring_(ring), buffers_(buffers) {}
+
+	~UringSource() override
+	{
+		// The ring outlives nothing we own past this point; leftover
+		// watches are freed with the source.
+		for (auto &[fd, w] : watches_)
+			delete w;
+		for (Watch *w : graveyard_)
+			delete w;
+	}
+
+	std::string_view name() const override { return "uring"; }
+
+	void watch(int fd, StreamReader &reader) override
+	{
+		auto *w = new Watch(this, fd, &reader);
+		watches_[fd] = w;
+		arm(w);
+	}
+
+	void pause(int fd) override
+	{
+		Watch *w = find(fd);
+		if (!w || w->paused)
+			return;
+		w->paused = true;
+		cancel(w);
+	}
+
+	void resume(int fd) override
+	{
+		Watch *w = find(fd);
+		if (!w || !w->paused)
+			return;
+		w->paused = false;
+		if (!w->held.empty() || w->pending_end != 1) {
+			if (!w->kick_pending) {
+				w->kick_pending = true;
+				io_uring_prep_nop(ring_.sqe(&w->kick));
+			}
+			return;
+		}
+		if (!w->armed && !w->ended)
+			arm(w);
+	}
+
+	void unwatch(int fd) override
+	{
+		auto it = watches_.find(fd);
+		if (it == watches_.end())
+			return;
+		Watch *w = it->second;
+		watches_.erase(it);
+		w->detached = true;
+		graveyard_.insert(w);
+		cancel(w);
+		reap(w);
+	}
+
+	EventCounters counters() const override
+	{
+		EventCounters c = retired_;
+		for (auto &[fd, w] : watches_)
+			c += w->counters;
+		for (Watch *w : graveyard_)
+			c += w->counters;
+		return c;
+	}
+
+	EventCounters counters(int fd) const override
+	{
+		auto it = watches_.find(fd);
+		return it == watches_.end() ? EventCounters{} : it->second->counters;
+	}
+
+	void arm(Watch *w)
+	{
+		io_uring_sqe *sqe = ring_.sqe(w);
+		io_uring_prep_recv_multishot(sqe, w->fd, nullptr, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = buffers_.group();
+		w->armed = true;
+		w->cancelling = false;
+	}
+
+	void cancel(Watch *w)
+	{
+		if (!w->armed || w->cancelling)
+			return;
+		w->cancelling = true;
+		io_uring_sqe *sqe = ring_.sqe(nullptr);
+		io_uring_prep_cancel(sqe, w, 0);
+	}
+
+	// Frees a detached watch once nothing refers to it any more.
+	void reap(Watch *w)
+	{
+		if (!w->detached || w->armed || w->busy || w->kick_pending)
+			return;
+		retired_ += w->counters;
+		graveyard_.erase(w);
+		delete w;
+	}
+
+	Watch *find(int fd)
+	{
+		auto it = watches_.find(fd);
+		return it == watches_.end() ? nullptr : it->second;
+	}
+
+	BufferRing &buffers() { return buffers_; }
+
+private:
+	Ring &ring_;
+	BufferRing &buffers_;
+	std::unordered_map<int, Watch *> watches_;
+	std::unordered_set<Watch *> graveyard_; // detached, awaiting their last CQE
+	EventCounters retired_;
+};
+
+void Watch::on_complete(int res, unsigned flags)
+{
+	busy = true;
+	counters.completions++;
+	if (!(flags & IORING_CQE_F_MORE))
+		armed = false;
+
+	if (res > 0) {
+		auto bytes = src->buffers().data(cqe_buffer_id(flags), res);
+		counters.data_ready++;
+		counters.passed++;
+		counters.bytes += res;
+		if (detached) {
+			// Dropped: the owner is closing the socket.
+		} else if (paused) {
+			held.insert(held.end(), bytes.begin(), bytes.end());
+		} else {
+			reader->on_data(bytes);
+		}
+		src->buffers().recycle(cqe_buffer_id(flags));
+	} else if (res == 0 || (res < 0 && res != -ECANCELED && res != -ENOBUFS)) {
+		// End of stream or a socket error ends the watch's deliveries.
+		if (!detached && !ended) {
+			ended = true;
+			if (paused)
+				pending_end = res;
+			else
+				reader->on_end(res);
+		}
+	}
+	// -ECANCELED: paused or unwatched. -ENOBUFS: the pool ran dry for a
+	// moment; buffers return as soon as their bytes are consumed.
+	busy = false;
+	if (detached) {
+		src->reap(this);
+		return;
+	}
+	if (!armed && !paused && !ended)
+		src->arm(this);
+}
+
+void Watch::on_kick()
+{
+	kick_pending = false;
+	if (detached || paused) {
+		src->reap(this);
+		return;
+	}
+	busy = true;
+	if (!held.empty()) {
+		std::vector<std::byte> bytes;
+		bytes.swap(held);
+		reader->on_data(bytes);
+	}
+	if (!detached && !paused && pending_end != 1) {
+		int e = pending_end;
+		pending_end = 1;
+		reader->on_end(e);
+	}
+	busy = false;
+	if (detached) {
+		src->reap(this);
+		return;
+	}
+	if (!armed && !paused && !ended)
+		src->arm(this);
+}
+
+} // namespace
+
+std::unique_ptr<EventSource> make_uring_source(Ring &ring, BufferRing &buffers)
+{
+	return std::make_unique<UringSource>(ring, buffers);
+}
+
+} // namespace agent
