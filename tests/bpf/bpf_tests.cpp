@@ -696,9 +696,22 @@ void t_stripe_join()
 		tmp + ".stripe.log");
 	std::string failure;
 	std::string got;
-	int c = connect_retry(ps, 5000);
-	if (c < 0) {
+	// Both sides print "listening on" once they accept.
+	auto listening = [&](const char *side) {
+		auto until = Clock::now() + std::chrono::seconds(10);
+		while (Clock::now() < until) {
+			if (slurp(tmp + "." + side + ".log").find("listening on") != std::string::npos)
+				return true;
+			std::this_thread::sleep_for(std::chrono::milliseconds(10));
+		}
+		return false;
+	};
+	int c = -1;
+	if (!listening("join") || !listening("stripe"))
+		failure = "agentproxy did not start listening (its log follows)";
+	else if ((c = connect_retry(ps, 5000)) < 0)
 		failure = "cannot connect to the stripe side";
+	if (c < 0) {
 	} else {
 		std::thread wr([&] {
 			send(c, req.data(), req.size(), MSG_NOSIGNAL);
