@@ -1,0 +1,42 @@
+#!/bin/busybox sh
+# SPDX-License-Identifier: GPL-2.0
+# /init of the test guest: runs the agentfilt tests and powers off.
+# TAP lines (unnumbered, the host numbers them) go to ttyS1, the guest's
+# dmesg to ttyS2, everything else to the console (ttyS0).
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /tmp && mount -t tmpfs tmp /tmp
+ip link set lo up
+exec 3>/dev/ttyS1
+
+ok() { echo "ok - $*" >&3; }
+notok() { echo "not ok - $*" >&3; }
+check() { # name command...
+	name=$1
+	shift
+	if "$@"; then ok "$name"; else notok "$name"; fi
+}
+
+echo "# guest $(uname -r)" >&3
+check "module: insmod" insmod /agentfilt.ko
+check "module: /dev/agentfilt exists" test -c /dev/agentfilt
+
+/aftest >&3
+[ -x /kmodsrc_test ] && /kmodsrc_test >&3
+[ -x /e2e.sh ] && /e2e.sh >&3
+
+check "module: rmmod after all users are gone" rmmod agentfilt
+check "module: device gone after rmmod" test ! -e /dev/agentfilt
+check "module: insmod again with group=1234" insmod /agentfilt.ko group=1234
+mode=$(stat -c '%a %g' /dev/agentfilt 2>/dev/null)
+check "module: group parameter gives 0660 root:1234 (got $mode)" test "$mode" = "660 1234"
+/aftest smoke >&3
+check "module: rmmod again" rmmod agentfilt
+
+dmesg >/dev/ttyS2
+echo "# guest done" >&3
+sync
+poweroff -f
