@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -591,6 +592,142 @@ void t_drop_privileges()
 	REQUIRE_EQ(WEXITSTATUS(st), 0);
 }
 
+// Request/response over one socket: every request needs a ring-buffer
+// wakeup (nothing to coalesce), so a lost wakeup would hang it.
+void t_ping_pong()
+{
+	Ring ring;
+	auto src = load(ring);
+	Fds f;
+	int l = f.add(listener());
+	int a, b;
+	tcp_pair(l, &a, &b);
+	f.add(a);
+	f.add(b);
+	constexpr size_t msg = 32;
+	constexpr int rounds = 20000;
+	struct Echo final : StreamReader {
+		int fd;
+		std::string buf;
+		bool ended = false;
+		void on_data(std::span<const std::byte> b) override
+		{
+			buf.append(reinterpret_cast<const char *>(b.data()), b.size());
+			size_t whole = buf.size() / msg * msg;
+			if (whole) {
+				send_all(fd, buf.data(), whole);
+				buf.erase(0, whole);
+			}
+		}
+		void on_end(int) override { ended = true; }
+	} echo;
+	echo.fd = a;
+	src->watch(a, echo);
+	run_for(ring, 20);
+	timeval tv{5, 0};
+	setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	std::atomic<int> done{0};
+	std::atomic<bool> hung{false};
+	std::thread peer([&] {
+		char out[msg], in[msg];
+		for (int i = 0; i < rounds; i++) {
+			std::memset(out, 'a' + i % 26, msg);
+			if (send(b, out, msg, MSG_NOSIGNAL) != ssize_t(msg)) {
+				hung = true;
+				break;
+			}
+			size_t got = 0;
+			while (got < msg) {
+				ssize_t n = recv(b, in + got, msg - got, 0);
+				if (n <= 0)
+					break;
+				got += n;
+			}
+			if (got != msg || std::memcmp(in, out, msg) != 0) {
+				hung = true;
+				break;
+			}
+			done++;
+		}
+	});
+	auto t0 = Clock::now();
+	run_until(ring, [&] { return done == rounds || hung; }, 60000);
+	double s = std::chrono::duration<double>(Clock::now() - t0).count();
+	peer.join();
+	EventCounters c = src->counters();
+	diag(std::to_string(done.load()) + " round trips in " + std::to_string(s) + " s (" +
+	     std::to_string(int(done / s)) + "/s); " + show(c));
+	REQUIRE(!hung);
+	REQUIRE_EQ(done.load(), rounds);
+	src->unwatch(a);
+}
+
+// Several sockets streaming at once, bigger than one turn's budget: every
+// byte arrives, in order.
+void t_many_streams()
+{
+	Ring ring;
+	auto src = load(ring);
+	Fds f;
+	int l = f.add(listener());
+	constexpr int n = 16;
+	constexpr size_t each = 4 << 20;
+	struct Check final : StreamReader {
+		size_t got = 0;
+		bool bad = false, ended = false;
+		uint8_t seed = 0;
+		void on_data(std::span<const std::byte> b) override
+		{
+			for (std::byte x : b)
+				if (uint8_t(x) != uint8_t(seed + got++ * 7))
+					bad = true;
+		}
+		void on_end(int e) override { ended = e == 0; }
+	};
+	std::vector<Check> rs(n);
+	std::vector<int> as(n), bs(n);
+	for (int i = 0; i < n; i++) {
+		tcp_pair(l, &as[i], &bs[i]);
+		f.add(as[i]);
+		rs[i].seed = uint8_t(i * 13);
+		src->watch(as[i], rs[i]);
+	}
+	std::vector<std::thread> ws;
+	for (int i = 0; i < n; i++)
+		ws.emplace_back([&, i] {
+			std::vector<uint8_t> d(each);
+			for (size_t k = 0; k < each; k++)
+				d[k] = uint8_t(rs[i].seed + k * 7);
+			send_all(bs[i], d.data(), d.size());
+			shutdown(bs[i], SHUT_WR);
+		});
+	auto t0 = Clock::now();
+	bool ok = run_until(
+		ring,
+		[&] {
+			for (auto &r : rs)
+				if (!r.ended)
+					return false;
+			return true;
+		},
+		60000);
+	double s = std::chrono::duration<double>(Clock::now() - t0).count();
+	for (auto &w : ws)
+		w.join();
+	for (int b : bs)
+		close(b);
+	EventCounters c = src->counters();
+	diag(std::to_string(n) + " x " + std::to_string(each >> 20) + " MiB in " + std::to_string(s) +
+	     " s; " + show(c));
+	REQUIRE(ok);
+	for (auto &r : rs) {
+		REQUIRE_EQ(r.got, each);
+		REQUIRE(!r.bad);
+	}
+	for (int i = 0; i < n; i++)
+		src->unwatch(as[i]);
+}
+
 // ---- stripe/join end to end through build/agentproxy ----
 
 uint16_t free_port()
@@ -783,6 +920,8 @@ const Test tests[] = {
 	{"ring buffer overflow (4 KiB ring): every socket is read again", t_overflow},
 	{"pause holds data, resume reads at once", t_pause_resume},
 	{"unwatch and destroy the reader inside on_data", t_unwatch_in_callback},
+	{"request/response x20000: no lost ring-buffer wakeup", t_ping_pong},
+	{"16 sockets x 4 MiB at once: every byte, in order", t_many_streams},
 	{"drop privileges after loading: maps still work", t_drop_privileges},
 	{"stripe/join with --events bpf moves 8 MiB + 3 MiB byte-identical", t_stripe_join},
 };
