@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 LOGDIR=$BUILD/test-logs
 mkdir -p "$LOGDIR"
+rm -f "$LOGDIR/failures" "$LOGDIR/summary"
 
 pass=0 fail=0 skip=0
 failed_names=()
@@ -48,5 +49,5 @@ echo
 if [ ${#failed_names[@]} -gt 0 ]; then
 	echo "failing suites: ${failed_names[*]} (logs in $LOGDIR)"
 fi
-echo "$pass passed, $fail failed, $skip skipped"
+echo "$pass passed, $fail failed, $skip skipped" | tee "$LOGDIR/summary"
 [ "$fail" -eq 0 ]
