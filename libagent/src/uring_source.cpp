@@ -182,7 +182,8 @@ void Watch::on_complete(int res, unsigned flags)
 		counters.bytes += res;
 		if (detached) {
 			// Dropped: the owner is closing the socket.
-		} else if (paused) {
+		} else if (paused || kick_pending) {
+			// Behind bytes held earlier: order is kept.
 			held.insert(held.end(), bytes.begin(), bytes.end());
 		} else {
 			reader->on_data(bytes);
@@ -192,7 +193,7 @@ void Watch::on_complete(int res, unsigned flags)
 		// End of stream or a socket error ends the watch's deliveries.
 		if (!detached && !ended) {
 			ended = true;
-			if (paused)
+			if (paused || kick_pending)
 				pending_end = res;
 			else
 				reader->on_end(res);
