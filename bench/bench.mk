@@ -1,0 +1,20 @@
+# SPDX-License-Identifier: MIT
+# `make bench`: pushes iperf3 through agentproxy and its peers (direct, an
+# HAProxy two-hop chain, a naive blocking relay pair, a socat chain) in one run
+# on loopback, then measures an idle session's memory. Writes
+# $(BUILD)/bench/results.md, results.json and throughput.png.
+# BENCH_ARGS passes options to bench/run.py (see `bench/run.py --help`), e.g.
+#   make bench BENCH_ARGS='--quick'
+#   make bench BENCH_ARGS='--agent-flags="--buffer-size 256K"'
+
+BENCH_RELAY := $(BUILD)/bench_relay
+BENCH_PY    ?= /usr/bin/python3
+BENCH_ARGS  ?=
+
+$(BENCH_RELAY): bench/relay.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -Wall -Wextra -Werror -pthread -o $@ $<
+
+bench: .deps-ok
+	$(MAKE) all $(BENCH_RELAY)
+	$(BENCH_PY) bench/run.py --build $(BUILD) $(BENCH_ARGS)

@@ -1,0 +1,826 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""agentmux benchmark: iperf3 through agentproxy and its peers, side by side.
+
+Contenders, all on 127.0.0.1, all measured in the same run with iperf3:
+  direct      iperf3 client -> iperf3 server
+  agentproxy  client -> stripe (N streams, --events uring) -> join -> server
+  haproxy     client -> haproxy A -> haproxy B -> server (mode tcp, splice, nbthread 1)
+  naive       client -> relay A -> relay B -> server (blocking read/write, 1 MiB
+              buffer, a thread per direction: bench/relay.c)
+  socat       client -> socat A -> socat B -> server (TCP-LISTEN,fork -> TCP)
+Each contender runs in both directions (forward: client sends; reverse: iperf3 -R).
+Rounds are interleaved (every contender once per round) so that the noise of a
+shared machine spreads over all of them; the median of the rounds is reported.
+
+Then the memory of an idle session: N client connections held open through a
+fresh stripe -> join pair to a server that accepts and holds (and echoes), with
+VmRSS of stripe and join read before and after.
+
+Writes OUT/results.md, OUT/results.json, OUT/throughput.png (OUT defaults to
+BUILD/bench) and keeps every process's log in OUT/logs/. Every process it starts
+is in its own process group and is killed on exit, error, Ctrl-C or timeout.
+"""
+
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import platform
+import resource
+import selectors
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HOST = "127.0.0.1"  # the only address this script ever uses
+GB = 1e9            # GB/s here means 10^9 bytes per second
+
+# --------------------------------------------------------------------------
+# Process management: every child in its own session (process group), with a
+# parent-death signal, killed group-wide at the end.
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+CHILDREN = []  # Popen objects, in start order
+
+
+def _child_setup():
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn(name, argv, logdir):
+    log = open(os.path.join(logdir, name + ".log"), "wb")
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True, preexec_fn=_child_setup)
+    p.bench_name = name
+    p.bench_log = log
+    CHILDREN.append(p)
+    return p
+
+
+def stop(p, grace=2.0):
+    """SIGTERM the process group, then SIGKILL what is left."""
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(p.pid, signal.SIGKILL)  # also socat's forked children
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        pass
+    p.bench_log.close()
+    if p in CHILDREN:
+        CHILDREN.remove(p)
+
+
+def stop_all():
+    for p in list(reversed(CHILDREN)):
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 2.0
+    for p in list(CHILDREN):
+        try:
+            p.wait(timeout=max(0.05, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for p in list(CHILDREN):
+        stop(p, grace=0)
+
+
+class Abort(Exception):
+    pass
+
+
+def _on_signal(signum, _frame):
+    raise Abort(f"signal {signal.Signals(signum).name}")
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind((HOST, 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def listening(port):
+    want = "0100007F:%04X" % port
+    for f in ("/proc/net/tcp",):
+        with open(f) as fh:
+            next(fh)
+            for line in fh:
+                parts = line.split()
+                if parts[1] == want and parts[3] == "0A":
+                    return True
+    return False
+
+
+def wait_listen(port, procs, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if listening(port):
+            return
+        for p in procs:
+            if p.poll() is not None:
+                raise Abort(f"{what}: {p.bench_name} exited with {p.returncode} "
+                            f"(see {p.bench_log.name})")
+        time.sleep(0.05)
+    raise Abort(f"{what}: nothing listens on {HOST}:{port} after {timeout}s")
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pgids):
+    """CPU time (user+sys, plus reaped children) of every process in pgids."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                st = fh.read()
+        except OSError:
+            continue
+        f = st[st.rfind(")") + 2:].split()
+        # f[0] is field 3 (state): pgrp is field 5, utime..cstime fields 14..17
+        if int(f[2]) in pgids:
+            total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return total / CLK_TCK
+
+
+def vmrss(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise Abort(f"no VmRSS for pid {pid}")
+
+
+def human_bytes(n):
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1024
+
+
+# --------------------------------------------------------------------------
+# Contenders
+
+
+class Contender:
+    def __init__(self, key, label, port, procs, kind):
+        self.key, self.label, self.port, self.procs, self.kind = key, label, port, procs, kind
+
+    @property
+    def pgids(self):
+        return {p.pid for p in self.procs}
+
+
+def start_contenders(args, tmp, logdir, server_port):
+    build = args.build
+    proxy = os.path.join(build, "agentproxy")
+    relay = os.path.join(build, "bench_relay")
+    out = []
+    want = set(args.only.split(",")) if args.only else None
+
+    def wanted(k):
+        return want is None or k in want or k.split("-")[0] in want
+
+    if wanted("direct"):
+        out.append(Contender("direct", "direct (no proxy)", server_port, [], "direct"))
+
+    common = shlex.split(args.agent_flags)
+    for n in args.streams:
+        key = f"agentproxy-{n}"
+        if not wanted(key):
+            continue
+        front, back = free_ports(2)
+        j = spawn(f"{key}-join", [proxy, "join", "--listen", f"{HOST}:{back}", "--target",
+                                  f"{HOST}:{server_port}", "--events", args.events] + common +
+                  shlex.split(args.join_flags), logdir)
+        s = spawn(f"{key}-stripe", [proxy, "stripe", "--listen", f"{HOST}:{front}", "--peer",
+                                    f"{HOST}:{back}", "--streams", str(n), "--events",
+                                    args.events] + common + shlex.split(args.stripe_flags),
+                  logdir)
+        wait_listen(back, [j], key)
+        wait_listen(front, [s], key)
+        label = f"agentproxy {n} stream{'s' if n > 1 else ''}"
+        out.append(Contender(key, label, front, [s, j], "agentproxy"))
+
+    if wanted("haproxy"):
+        pa, pb = free_ports(2)
+        procs = []
+        for name, lport, tport in (("haproxy-A", pa, pb), ("haproxy-B", pb, server_port)):
+            cfg = os.path.join(tmp, name + ".cfg")
+            with open(cfg, "w") as fh:
+                fh.write(HAPROXY_CFG.format(name=name, lport=lport, tport=tport,
+                                            host=HOST))
+            procs.append(spawn(name, ["haproxy", "-db", "-f", cfg], logdir))
+        wait_listen(pb, procs, "haproxy")
+        wait_listen(pa, procs, "haproxy")
+        out.append(Contender("haproxy", "HAProxy 2-hop (splice)", pa, procs, "haproxy"))
+
+    if wanted("naive"):
+        pa, pb = free_ports(2)
+        b = spawn("naive-B", [relay, str(pb), str(server_port)], logdir)
+        a = spawn("naive-A", [relay, str(pa), str(pb)], logdir)
+        wait_listen(pb, [b], "naive")
+        wait_listen(pa, [a], "naive")
+        out.append(Contender("naive", "naive relay pair (1 MiB)", pa, [a, b], "naive"))
+
+    if wanted("socat"):
+        pa, pb = free_ports(2)
+        b = spawn("socat-B", ["socat", f"TCP-LISTEN:{pb},bind={HOST},fork,reuseaddr",
+                              f"TCP:{HOST}:{server_port}"], logdir)
+        a = spawn("socat-A", ["socat", f"TCP-LISTEN:{pa},bind={HOST},fork,reuseaddr",
+                              f"TCP:{HOST}:{pb}"], logdir)
+        wait_listen(pb, [b], "socat")
+        wait_listen(pa, [a], "socat")
+        out.append(Contender("socat", "socat 2-hop", pa, [a, b], "socat"))
+    return out
+
+
+HAPROXY_CFG = """\
+# generated by bench/run.py: one hop of the two-hop TCP chain
+global
+    nbthread 1
+    maxconn 4096
+    log stderr format short local0 err
+
+defaults
+    mode tcp
+    log global
+    option splice-request
+    option splice-response
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend {name}_in
+    bind {host}:{lport}
+    default_backend {name}_out
+
+backend {name}_out
+    server next {host}:{tport}
+"""
+
+
+# --------------------------------------------------------------------------
+# iperf3
+
+
+class Server:
+    def __init__(self, port, logdir):
+        self.port, self.logdir, self.proc, self.gen = port, logdir, None, 0
+
+    def start(self):
+        self.gen += 1
+        self.proc = spawn(f"iperf3-server-{self.gen}",
+                          ["iperf3", "-s", "-B", HOST, "-p", str(self.port)], self.logdir)
+        wait_listen(self.port, [self.proc], "iperf3 server")
+
+    def restart(self):
+        if self.proc:
+            stop(self.proc)
+        self.start()
+
+
+def iperf(port, seconds, reverse):
+    argv = ["iperf3", "-c", HOST, "-p", str(port), "-t", str(seconds), "-J",
+            "--connect-timeout", "3000"]
+    if reverse:
+        argv.append("-R")
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, start_new_session=True,
+                         preexec_fn=_child_setup)
+    CHILDREN.append(p)
+    p.bench_log = open(os.devnull, "wb")
+    p.bench_name = "iperf3-client"
+    try:
+        out, err = p.communicate(timeout=seconds + 15)
+    except subprocess.TimeoutExpired:
+        stop(p, grace=0.5)
+        return None, "timed out"
+    finally:
+        if p in CHILDREN:
+            CHILDREN.remove(p)
+            p.bench_log.close()
+    try:
+        j = json.loads(out)
+    except ValueError:
+        return None, (err.decode(errors="replace").strip() or f"exit {p.returncode}")
+    if "error" in j:
+        return None, j["error"]
+    try:
+        bps = j["end"]["sum_received"]["bits_per_second"]
+        moved = j["end"]["sum_received"]["bytes"]
+    except KeyError:
+        return None, "no end.sum_received in iperf3 JSON"
+    return {"bps": bps, "bytes": moved, "json": j}, None
+
+
+# --------------------------------------------------------------------------
+# Memory of idle sessions
+
+
+def memory_test(args, logdir):
+    proxy = os.path.join(args.build, "agentproxy")
+    target_port, back, front = free_ports(3)
+    n = args.sessions
+    sel = selectors.DefaultSelector()
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind((HOST, target_port))
+    holder.listen(4096)
+    holder.setblocking(False)
+    sel.register(holder, selectors.EVENT_READ, "accept")
+    held, clients = [], []
+    common = shlex.split(args.agent_flags)
+    j = s = None
+    try:
+        j = spawn("memory-join", [proxy, "join", "--listen", f"{HOST}:{back}", "--target",
+                                  f"{HOST}:{target_port}", "--events", args.events] +
+                  common + shlex.split(args.join_flags), logdir)
+        s = spawn("memory-stripe", [proxy, "stripe", "--listen", f"{HOST}:{front}", "--peer",
+                                    f"{HOST}:{back}", "--streams", str(args.memory_streams),
+                                    "--events", args.events] + common +
+                  shlex.split(args.stripe_flags), logdir)
+        wait_listen(back, [j], "memory join")
+        wait_listen(front, [s], "memory stripe")
+
+        def pump(until, deadline):
+            while not until() and time.monotonic() < deadline:
+                for key, _ in sel.select(timeout=0.1):
+                    if key.data == "accept":
+                        try:
+                            while True:
+                                c, _ = holder.accept()
+                                c.setblocking(False)
+                                held.append(c)
+                                sel.register(c, selectors.EVENT_READ, "echo")
+                        except BlockingIOError:
+                            pass
+                    elif key.data == "echo":
+                        try:
+                            d = key.fileobj.recv(65536)
+                            if d:
+                                key.fileobj.sendall(d)
+                            else:
+                                sel.unregister(key.fileobj)
+                        except OSError:
+                            sel.unregister(key.fileobj)
+                    else:  # a client reading its echo back
+                        try:
+                            d = key.fileobj.recv(65536)
+                        except OSError:
+                            d = b""
+                        key.data[0] += len(d)
+                        if not d or key.data[0] >= args.ping_bytes:
+                            sel.unregister(key.fileobj)
+                for p in (s, j):
+                    if p.poll() is not None:
+                        raise Abort(f"memory test: {p.bench_name} exited "
+                                    f"(see {p.bench_log.name})")
+            return until()
+
+        time.sleep(0.5)
+        rss0 = {"stripe": vmrss(s.pid), "join": vmrss(j.pid)}
+        t0 = time.monotonic()
+        for i in range(n):
+            c = socket.create_connection((HOST, front), timeout=5)
+            clients.append(c)
+            if i % 50 == 49:
+                pump(lambda: len(held) >= i + 1, time.monotonic() + 5)
+        ok = pump(lambda: len(held) >= n, time.monotonic() + 20)
+        if not ok:
+            raise Abort(f"memory test: only {len(held)} of {n} sessions reached the server")
+        setup_s = time.monotonic() - t0
+        time.sleep(1.0)
+        rss1 = {"stripe": vmrss(s.pid), "join": vmrss(j.pid)}
+
+        # Now carry a little data through every session and let them idle again.
+        payload = b"x" * args.ping_bytes
+        states = []
+        for c in clients:
+            c.sendall(payload)
+            c.setblocking(False)
+            st = [0]
+            states.append(st)
+            sel.register(c, selectors.EVENT_READ, st)
+        ok = pump(lambda: all(st[0] >= args.ping_bytes for st in states),
+                  time.monotonic() + 20)
+        if not ok:
+            done = sum(st[0] >= args.ping_bytes for st in states)
+            raise Abort(f"memory test: only {done} of {n} sessions echoed {args.ping_bytes} B")
+        time.sleep(1.0)
+        rss2 = {"stripe": vmrss(s.pid), "join": vmrss(j.pid)}
+
+        for c in clients:
+            try:
+                sel.unregister(c)
+            except (KeyError, ValueError):
+                pass
+            c.close()
+        clients.clear()
+        pump(lambda: False, time.monotonic() + 2.0)  # let the closes run through
+        rss3 = {"stripe": vmrss(s.pid), "join": vmrss(j.pid)}
+        res = {"sessions": n, "streams": args.memory_streams, "ping_bytes": args.ping_bytes,
+               "setup_seconds": setup_s, "sides": {}}
+        for side in ("stripe", "join"):
+            res["sides"][side] = {
+                "rss_before": rss0[side], "rss_idle": rss1[side],
+                "rss_after_ping": rss2[side], "rss_after_close": rss3[side],
+                "per_session_idle": (rss1[side] - rss0[side]) / n,
+                "per_session_after_ping": (rss2[side] - rss0[side]) / n,
+            }
+        return res
+    finally:
+        for c in clients + held:
+            c.close()
+        holder.close()
+        sel.close()
+        for p in (s, j):
+            if p is not None:
+                stop(p)
+
+
+# --------------------------------------------------------------------------
+# Report
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def summarize(contenders, runs, dirs):
+    summ = {}
+    for c in contenders:
+        for d in dirs:
+            rs = [r for r in runs if r["key"] == c.key and r["dir"] == d]
+            ok = [r for r in rs if r["bps"] is not None]
+            bps = [r["bps"] for r in ok]
+            cpu = [r["proxy_cpu"] for r in ok if r["proxy_cpu"] is not None]
+            summ[(c.key, d)] = {
+                "key": c.key, "label": c.label, "dir": d, "runs": len(rs),
+                "ok": len(ok), "errors": [r["error"] for r in rs if r["error"]],
+                "median_bps": median(bps), "min_bps": min(bps) if bps else None,
+                "max_bps": max(bps) if bps else None,
+                "median_GBps": median(bps) / 8 / GB if bps else None,
+                "proxy_cpu": median(cpu) if cpu else None,
+            }
+    for (key, d), s in summ.items():
+        for ref in ("haproxy", "naive", "direct"):
+            r = summ.get((ref, d))
+            if s["median_bps"] and r and r["median_bps"]:
+                s["vs_" + ref] = s["median_bps"] / r["median_bps"]
+            else:
+                s["vs_" + ref] = None
+    return summ
+
+
+def fmt_ratio(x):
+    return "n/a" if x is None else f"{x:.2f}x"
+
+
+def render_md(meta, contenders, summ, dirs, memory, mem_error):
+    L = []
+    L.append("# agentmux benchmark")
+    L.append("")
+    L.append(f"{meta['date']} · {meta['host']} · kernel {meta['kernel']} · "
+             f"{meta['cpus']} CPUs ({meta['cpu_model']}) · {meta['repeats']} rounds of "
+             f"iperf3 -t {meta['seconds']} per contender and direction, interleaved; median "
+             f"shown. GB/s = 10^9 bytes/s of iperf3 payload received. fwd = client sends, "
+             f"rev = iperf3 -R (server sends). proxy CPU = CPU time of the proxy processes / "
+             f"wall time (100% = one core). agentproxy flags: `--events {meta['events']}"
+             f"{(' ' + meta['agent_flags']) if meta['agent_flags'] else ''}`.")
+    L.append("")
+    L.append("| contender | dir | GB/s | Gbit/s | min–max GB/s | vs HAProxy | vs naive | "
+             "vs direct | proxy CPU | runs ok |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in contenders:
+        for d in dirs:
+            s = summ[(c.key, d)]
+            if s["median_bps"] is None:
+                L.append(f"| {c.label} | {d} | FAILED | | | | | | | 0/{s['runs']} |")
+                continue
+            cpu = "" if s["proxy_cpu"] is None or c.kind == "direct" else \
+                f"{s['proxy_cpu'] * 100:.0f}%"
+            L.append(f"| {c.label} | {d} | {s['median_GBps']:.2f} | "
+                     f"{s['median_bps'] / 1e9:.1f} | {s['min_bps'] / 8 / GB:.2f}–"
+                     f"{s['max_bps'] / 8 / GB:.2f} | {fmt_ratio(s['vs_haproxy'])} | "
+                     f"{fmt_ratio(s['vs_naive'])} | {fmt_ratio(s['vs_direct'])} | {cpu} | "
+                     f"{s['ok']}/{s['runs']} |")
+    errs = [(s["label"], s["dir"], e) for s in summ.values() for e in s["errors"]]
+    if errs:
+        L.append("")
+        L.append("Failed runs:")
+        for label, d, e in errs:
+            L.append(f"- {label} {d}: {e}")
+
+    L.append("")
+    L.append("## Memory of an idle session")
+    L.append("")
+    if memory:
+        m = memory
+        L.append(f"{m['sessions']} client sessions held open through a fresh stripe "
+                 f"({m['streams']} streams) -> join pair to a server that accepts and holds; "
+                 f"VmRSS of each process before, with the sessions idle, after each session "
+                 f"echoed {m['ping_bytes']} bytes and idled again, and after all closed. "
+                 f"Kernel socket memory is not in VmRSS.")
+        L.append("")
+        L.append("| side | RSS before | RSS, sessions idle | per idle session | RSS after echo "
+                 "| per session after echo | RSS after close |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|")
+        for side in ("stripe", "join"):
+            x = m["sides"][side]
+            L.append(f"| {side} | {human_bytes(x['rss_before'])} | {human_bytes(x['rss_idle'])} "
+                     f"| {human_bytes(x['per_session_idle'])} | "
+                     f"{human_bytes(x['rss_after_ping'])} | "
+                     f"{human_bytes(x['per_session_after_ping'])} | "
+                     f"{human_bytes(x['rss_after_close'])} |")
+    else:
+        L.append(f"not measured: {mem_error}")
+
+    L.append("")
+    L.append("## Targets (issue 2, item 9)")
+    L.append("")
+    a = summ.get(("agentproxy-4", "fwd"))
+    for d in dirs:
+        a = summ.get(("agentproxy-4", d))
+        if not a:
+            continue
+        for ref, goal in (("haproxy", 1.6), ("naive", 1.0)):
+            v = a.get("vs_" + ref)
+            verdict = "n/a" if v is None else ("met" if v >= goal else "NOT met")
+            L.append(f"- agentproxy 4 streams {d} vs {ref}: {fmt_ratio(v)} "
+                     f"(target >= {goal}x): {verdict}")
+    if memory:
+        for side in ("stripe", "join"):
+            x = memory["sides"][side]
+            for what in ("per_session_idle", "per_session_after_ping"):
+                v = x[what]
+                L.append(f"- {side} memory {what.replace('_', ' ')}: {human_bytes(v)} "
+                         f"(target <= 64 KiB): {'met' if v <= 64 * 1024 else 'NOT met'}")
+    L.append("")
+    return "\n".join(L)
+
+
+def plot(path, contenders, summ, dirs, meta):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [c.label.replace(" (", "\n(") for c in contenders]
+    x = list(range(len(contenders)))
+    width = 0.8 / len(dirs)
+    fig, ax = plt.subplots(figsize=(max(8, 1.5 * len(contenders)), 5.5))
+    colors = {"fwd": "#3b75af", "rev": "#ef8636"}
+    for i, d in enumerate(dirs):
+        vals, lo, hi = [], [], []
+        for c in contenders:
+            s = summ[(c.key, d)]
+            if s["median_bps"] is None:
+                vals.append(0)
+                lo.append(0)
+                hi.append(0)
+                continue
+            m = s["median_bps"] / 8 / GB
+            vals.append(m)
+            lo.append(m - s["min_bps"] / 8 / GB)
+            hi.append(s["max_bps"] / 8 / GB - m)
+        xs = [xi + (i - (len(dirs) - 1) / 2) * width for xi in x]
+        bars = ax.bar(xs, vals, width, yerr=[lo, hi], capsize=3, label=d,
+                      color=colors.get(d))
+        for b, v in zip(bars, vals):
+            ax.annotate("failed" if v == 0 else f"{v:.2f}",
+                        (b.get_x() + b.get_width() / 2, b.get_height()),
+                        ha="center", va="bottom", fontsize=8, xytext=(0, 2),
+                        textcoords="offset points")
+    h = summ.get(("haproxy", "fwd"))
+    if h and h["median_bps"]:
+        y = 1.6 * h["median_bps"] / 8 / GB
+        ax.axhline(y, color="gray", linestyle="--", linewidth=1)
+        ax.text(len(contenders) - 0.5, y, "target: 1.6x HAProxy (fwd)", ha="right",
+                va="bottom", fontsize=8, color="gray")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("GB/s (10^9 bytes/s), median; bars: min–max")
+    ax.set_title(f"iperf3 through each contender on loopback, {meta['cpus']} CPUs, "
+                 f"{meta['date'][:10]}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default="build", help="build directory (default: build)")
+    ap.add_argument("--out", help="output directory (default: BUILD/bench)")
+    ap.add_argument("--seconds", type=int, default=4, help="iperf3 -t per run (default 4)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="rounds; the median is reported (default 3)")
+    ap.add_argument("--streams", default="4,2,1",
+                    help="agentproxy stream counts, comma separated (default 4,2,1)")
+    ap.add_argument("--events", default="uring", help="agentproxy --events (default uring)")
+    ap.add_argument("--agent-flags", default="", help="extra flags for stripe and join")
+    ap.add_argument("--stripe-flags", default="", help="extra flags for stripe only")
+    ap.add_argument("--join-flags", default="", help="extra flags for join only")
+    ap.add_argument("--only", default="",
+                    help="contenders to run, comma separated: direct, agentproxy "
+                         "(or agentproxy-N), haproxy, naive, socat (default: all)")
+    ap.add_argument("--no-reverse", action="store_true", help="forward direction only")
+    ap.add_argument("--sessions", type=int, default=500,
+                    help="idle sessions for the memory test (0: skip it; default 500)")
+    ap.add_argument("--memory-streams", type=int, default=4,
+                    help="streams per session in the memory test (default 4)")
+    ap.add_argument("--ping-bytes", type=int, default=1024,
+                    help="bytes each idle session echoes once (default 1024)")
+    ap.add_argument("--quick", action="store_true",
+                    help="1 round of 2 s, streams 4 only, 100 sessions: a smoke test")
+    ap.add_argument("--timeout", type=int, default=420,
+                    help="abort everything after this many seconds (default 420)")
+    ap.add_argument("--no-plot", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.seconds, args.repeats, args.streams = 2, 1, "4"
+        args.sessions = min(args.sessions, 100)
+    args.streams = [int(x) for x in args.streams.split(",") if x]
+    out = args.out or os.path.join(args.build, "bench")
+    logdir = os.path.join(out, "logs")
+    os.makedirs(logdir, exist_ok=True)
+    dirs = ["fwd"] if args.no_reverse else ["fwd", "rev"]
+
+    for tool in ("iperf3", "haproxy", "socat"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is not installed (run `make deps`)")
+    for f in ("agentproxy", "bench_relay"):
+        if not os.access(os.path.join(args.build, f), os.X_OK):
+            sys.exit(f"bench: {args.build}/{f} is missing (run `make bench`)")
+
+    # 500 sessions x (1 client + 4 streams) fds per proxy, and the holder's.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want_fds = min(hard, max(soft, 8 * args.sessions + 1024))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want_fds, hard))
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(sig, _on_signal)
+    signal.alarm(args.timeout)
+
+    cpu_model = "?"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    meta = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
+        "cpu_model": cpu_model, "seconds": args.seconds, "repeats": args.repeats,
+        "events": args.events, "agent_flags": " ".join(
+            x for x in (args.agent_flags, args.stripe_flags and "stripe: " + args.stripe_flags,
+                        args.join_flags and "join: " + args.join_flags) if x),
+        "iperf3": subprocess.run(["iperf3", "--version"], capture_output=True,
+                                 text=True).stdout.splitlines()[0],
+        "haproxy": subprocess.run(["haproxy", "-v"], capture_output=True,
+                                  text=True).stdout.splitlines()[0],
+        "socat": next((ln for ln in subprocess.run(["socat", "-V"], capture_output=True,
+                                                   text=True).stdout.splitlines()
+                       if "socat version" in ln), "socat"),
+        "loadavg_start": open("/proc/loadavg").read().split()[:3],
+    }
+
+    tmp = tempfile.mkdtemp(prefix="agentmux-bench-")
+    runs, memory, mem_error, contenders = [], None, None, []
+    started = time.monotonic()
+    rc = 0
+    try:
+        (server_port,) = free_ports(1)
+        server = Server(server_port, logdir)
+        server.start()
+        contenders = start_contenders(args, tmp, logdir, server_port)
+        total = len(contenders) * len(dirs) * args.repeats
+        print(f"bench: {len(contenders)} contenders x {len(dirs)} directions x "
+              f"{args.repeats} rounds of {args.seconds} s ({total} iperf3 runs); logs in "
+              f"{logdir}", flush=True)
+        k = 0
+        for rnd in range(1, args.repeats + 1):
+            for c in contenders:
+                for d in dirs:
+                    k += 1
+                    cpu0 = cpu_seconds(c.pgids) if c.procs else None
+                    t0 = time.monotonic()
+                    res, err = iperf(c.port, args.seconds, d == "rev")
+                    wall = time.monotonic() - t0
+                    cpu = (cpu_seconds(c.pgids) - cpu0) / wall if c.procs else None
+                    r = {"key": c.key, "label": c.label, "dir": d, "round": rnd,
+                         "bps": res["bps"] if res else None,
+                         "bytes": res["bytes"] if res else None,
+                         "proxy_cpu": cpu, "error": err,
+                         "iperf3": res["json"] if res else None}
+                    runs.append(r)
+                    if res:
+                        line = (f"{res['bps'] / 8 / GB:6.2f} GB/s {res['bps'] / 1e9:6.1f} Gbit/s"
+                                + (f"  proxy CPU {cpu * 100:4.0f}%" if cpu is not None else ""))
+                    else:
+                        line = f"FAILED: {err}"
+                    print(f"[{k:2d}/{total}] round {rnd}  {c.label:28s} {d}  {line}",
+                          flush=True)
+                    if err:
+                        server.restart()
+                    dead = [p for p in c.procs if p.poll() is not None]
+                    if dead:
+                        print(f"bench: {c.label}: {dead[0].bench_name} died "
+                              f"(see {dead[0].bench_log.name})", flush=True)
+        # The throughput contenders are done: stop them so the memory test runs alone.
+        stop_all()
+        if args.sessions > 0:
+            print(f"bench: memory: {args.sessions} idle sessions through stripe -> join ...",
+                  flush=True)
+            try:
+                memory = memory_test(args, logdir)
+                for side in ("stripe", "join"):
+                    x = memory["sides"][side]
+                    print(f"bench: memory {side}: {human_bytes(x['per_session_idle'])} per idle "
+                          f"session, {human_bytes(x['per_session_after_ping'])} after an echo",
+                          flush=True)
+            except (Abort, OSError) as e:
+                if isinstance(e, Abort) and str(e).startswith("signal"):
+                    raise
+                mem_error = str(e)
+                print(f"bench: memory test failed: {e}", flush=True)
+    except Abort as e:
+        print(f"\nbench: aborted: {e}", file=sys.stderr, flush=True)
+        rc = 1
+    finally:
+        signal.alarm(0)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # let the cleanup finish
+        stop_all()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _on_signal)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    if not runs:
+        return rc or 1
+    meta["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    meta["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    summ = summarize(contenders, runs, dirs)
+    md = render_md(meta, contenders, summ, dirs, memory, mem_error)
+    print()
+    print(md)
+    with open(os.path.join(out, "results.md"), "w") as fh:
+        fh.write(md)
+    with open(os.path.join(out, "results.json"), "w") as fh:
+        json.dump({"meta": meta, "summary": list(summ.values()), "memory": memory,
+                   "memory_error": mem_error, "runs": runs}, fh, indent=1)
+    if not args.no_plot:
+        try:
+            plot(os.path.join(out, "throughput.png"), contenders, summ, dirs, meta)
+        except Exception as e:  # a missing matplotlib must not hide the numbers
+            print(f"bench: no plot: {e}", file=sys.stderr)
+    print(f"bench: wrote {out}/results.md, results.json, throughput.png "
+          f"({meta['elapsed_seconds']} s)")
+    return rc
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        stop_all()
