@@ -3,6 +3,7 @@
 //   agentproxy stripe --listen A:P --peer JOIN:P [--streams N] ...
 //   agentproxy join   --listen A:P --target SERVER:P ...
 #include "agent/log.hpp"
+#include "agent/privilege.hpp"
 #include "agent/proxy.hpp"
 
 #include <CLI/CLI.hpp>
@@ -17,7 +18,7 @@ using namespace agent;
 namespace {
 
 struct Options {
-	std::string listen, peer, target, key_file, events = "auto";
+	std::string listen, peer, target, key_file, events = "auto", user;
 	unsigned streams = 4;
 	std::size_t chunk = 64 * 1024;
 	std::size_t reorder_budget = 8u << 20;
@@ -88,6 +89,9 @@ void add_common(CLI::App *sub, Options &o)
 	sub->add_option("--stats-interval", o.stats_interval,
 			"print the counters every N seconds (0: only on exit and SIGUSR1)")
 		->capture_default_str();
+	sub->add_option("--user", o.user,
+			"after setup (event source loaded, port bound) switch to this user "
+			"for good");
 	sub->add_flag("-v,--verbose", o.verbose, "log every session");
 	sub->add_flag("-q,--quiet", o.quiet, "log errors only");
 }
@@ -121,7 +125,11 @@ int main(int argc, char **argv)
 	try {
 		app.parse(argc, argv);
 	} catch (const CLI::CallForHelp &e) {
-		return app.exit(e);
+		if (stripe->parsed() || join->parsed())
+			return app.exit(e);
+		// The top-level help documents every flag of both sides.
+		std::fputs(app.help("", CLI::AppFormatMode::All).c_str(), stdout);
+		return 0;
 	} catch (const CLI::CallForAllHelp &e) {
 		return app.exit(e);
 	} catch (const CLI::ParseError &e) {
@@ -174,6 +182,12 @@ int main(int argc, char **argv)
 	if (lfd < 0) {
 		std::fprintf(stderr, "agentproxy %s: cannot listen on %s: %s\n", side,
 			     listen->str().c_str(), strerror(-lfd));
+		return 1;
+	}
+
+	if (!o.user.empty() && !drop_privileges(o.user, &err)) {
+		std::fprintf(stderr, "agentproxy %s: --user %s: %s\n", side, o.user.c_str(),
+			     err.c_str());
 		return 1;
 	}
 
