@@ -1,0 +1,4 @@
+# SPDX-License-Identifier: MIT
+
+def tests():
+    return []
