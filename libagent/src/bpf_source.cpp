@@ -67,6 +67,13 @@ struct Op final : Completion {
 	void on_complete(int res, unsigned flags) override;
 };
 
+// Operations still in flight when their source went away. Each frees
+// itself on its last CQE; if the ring is torn down first there is none, and
+// they stay here (reachable, a few bytes each) until the process exits.
+// (Never destroyed, so no exit-time destructor races a late CQE.)
+std::mutex &orphans_lock = *new std::mutex;
+std::unordered_set<Op *> &orphans = *new std::unordered_set<Op *>;
+
 struct Watch {
 	int fd;
 	std::uint64_t token;
@@ -109,6 +116,10 @@ public:
 		for (Op *op : ops_) {
 			if (op->armed) {
 				op->src = nullptr;
+				{
+					std::lock_guard<std::mutex> g(orphans_lock);
+					orphans.insert(op);
+				}
 				io_uring_sqe *sqe = ring_.sqe(nullptr);
 				io_uring_prep_cancel(sqe, op, 0);
 			} else {
@@ -207,13 +218,17 @@ private:
 
 	std::uint64_t completions_ = 0;
 	std::uint64_t bytes_ = 0;
+	int rb_errors_ = 0;
 };
 
 void Op::on_complete(int res, unsigned flags)
 {
 	if (!src) {
-		if (!(flags & IORING_CQE_F_MORE))
+		if (!(flags & IORING_CQE_F_MORE)) {
+			std::lock_guard<std::mutex> g(orphans_lock);
+			orphans.erase(this);
 			delete this;
+		}
 		return;
 	}
 	src->complete(this, res, flags);
@@ -418,7 +433,8 @@ void BpfSource::resume(int fd)
 	std::atomic_thread_fence(std::memory_order_seq_cst);
 	if (!w->fail)
 		arm_err(w);
-	deliver(w->token);
+	// Never call the reader from inside resume(): it may be mid-parse.
+	defer(w->token);
 }
 
 void BpfSource::defer(std::uint64_t token)
@@ -547,7 +563,13 @@ void BpfSource::complete(Op *op, int res, unsigned flags)
 	switch (op->kind) {
 	case Op::rb_poll:
 		drain();
-		if (!op->armed)
+		// A poll that keeps failing would spin: give up after a while
+		// (never seen; the ring buffer fd always polls).
+		rb_errors_ = res < 0 ? rb_errors_ + 1 : 0;
+		if (rb_errors_ == 64)
+			std::fprintf(stderr, "bpf: polling the ring buffer fails: %s; events stop\n",
+				     strerror(-res));
+		if (!op->armed && rb_errors_ < 64)
 			arm_rb_poll();
 		break;
 	case Op::kick:
