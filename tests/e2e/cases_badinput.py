@@ -1,4 +1,467 @@
 # SPDX-License-Identifier: MIT
+"""Bad input on the join port. Each case runs beside a good session (a paced
+transfer started before and verified intact after) on one join process that
+has a key (--key-file) and a short --handshake-timeout; the join must close
+the bad connection within a deadline, log the reason, and keep serving. Then
+memory: VmRSS after the barrage and after 200 half-open handshakes, and the
+reorder budget under out-of-order DATA (backpressure)."""
+
+import atexit
+import os
+import random
+import socket
+import threading
+import time
+
+from harness import (LOGDIR, KiB, MiB, MAX_PAYLOAD, T_DATA, T_HELLO, Data, Env, Sender,
+                     TestFailure, check, comment, data_frame, describe_end, exchange,
+                     fin_frame, header, hello_frame, receive_all, wait_closed)
+
+CLOSE_DEADLINE = 5.0
+HANDSHAKE_MS = 300
+RSS_LIMIT_KIB = 64 * 1024
+GOOD_PACE = 0.004       # s between 1 MiB/16 blocks of the good session
+
+
+def new_sid():
+    return random.getrandbits(63) | 1
+
+
+class Bed:
+    """One join (key, short handshake timeout), a stripe with the same key,
+    and a target; shared by the bad-input cases so memory is measured after
+    the whole barrage."""
+
+    def __init__(self):
+        self.env = Env("bad-input-bed", LOGDIR)
+        atexit.register(self.env.cleanup)
+        self.key = os.urandom(16).hex().encode()
+        self.other_key = os.urandom(16).hex().encode()
+        self.key_path = os.path.join(self.env.logdir, "key")
+        with open(self.key_path, "wb") as f:
+            f.write(self.key + b"\n")
+        self.tgt = self.env.target(self.good_handler)
+        self.join = self.env.join(self.tgt.port, "--key-file", self.key_path,
+                                  "--handshake-timeout", str(HANDSHAKE_MS))
+        self.stripe = self.env.stripe(self.join.port, "--key-file", self.key_path)
+        self.seed = 50000
+
+    @staticmethod
+    def good_handler(c, results):
+        """Sends a paced endless stream until the client's EOF, then
+        half-closes; reports what it read and sent."""
+        stop = threading.Event()
+        s = Sender(c, Data(random.getrandbits(40), None, block=64 * KiB), stop=stop,
+                   pace=GOOD_PACE)
+        s.start()
+        r = receive_all(c)
+        stop.set()
+        s.join(30)
+        r.update(sent=s.sent, sent_hash=s.digest(), send_error=s.error)
+        c.close()
+        results.put(r)
+
+    def good_session(self):
+        self.seed += 1
+        return GoodSession(self, self.seed)
+
+    def close(self):
+        self.env.cleanup()
+
+
+_bed = None
+
+
+def bed():
+    global _bed
+    if _bed is None or not _bed.join.alive() or not _bed.stripe.alive():
+        if _bed is not None:
+            comment("a previous case left the bad-input bed broken: starting a new one")
+            _bed.close()
+        _bed = Bed()
+    return _bed
+
+
+class GoodSession:
+    """A paced endless exchange through stripe -> join -> target."""
+
+    def __init__(self, b, seed):
+        self.b = b
+        self.data = Data(seed, None, block=64 * KiB)
+        self.c = b.env.connect(b.stripe.port, timeout=30)
+        self.stop = threading.Event()
+        self.got = 0
+        self.box = {}
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+
+    def _run(self):
+        self.box["r"] = exchange(self.c, self.data, stop=self.stop, pace=GOOD_PACE,
+                                 on_bytes=lambda n: setattr(self, "got", n))
+
+    def wait_moving(self, n=256 * KiB, timeout=20):
+        t0 = time.monotonic()
+        while self.got < n:
+            check(time.monotonic() - t0 < timeout and self.th.is_alive(),
+                  "the good session did not get going (%d bytes back)" % self.got)
+            time.sleep(0.02)
+
+    def finish(self):
+        """Ends the session cleanly; checks both directions intact."""
+        self.stop.set()
+        self.th.join(30)
+        check(not self.th.is_alive(), "the good session did not end within 30 s of the "
+              "client's half-close")
+        r = self.box["r"]
+        hdr = self.data.header()[:8]
+        try:
+            tr = self.b.tgt.result(20, match=lambda x: x.get("first", b"")[:8] == hdr)
+        except TestFailure:
+            raise TestFailure("the good session beside it broke: the target never finished "
+                              "it; client read %d bytes, ended by %s, send error %s"
+                              % (r["len"], describe_end(r["end"]), r["send_error"]))
+        errs = []
+        if r["send_error"] or tr.get("send_error"):
+            errs.append("send errors: client %s, target %s" % (r["send_error"],
+                                                                tr.get("send_error")))
+        if r["end"] != "eof" or tr["end"] != "eof":
+            errs.append("reads ended by client %s, target %s" % (describe_end(r["end"]),
+                                                                  describe_end(tr["end"])))
+        if tr["len"] != r["sent"] or tr["hash"] != r["sent_hash"]:
+            errs.append("client->target differs: %d bytes sent, %d received" % (r["sent"],
+                                                                                tr["len"]))
+        if r["len"] != tr["sent"] or r["hash"] != tr["sent_hash"]:
+            errs.append("target->client differs: %d bytes sent, %d received" % (tr["sent"],
+                                                                                r["len"]))
+        check(not errs, "the good session beside it broke: " + "; ".join(errs))
+        return r["sent"], r["len"]
+
+
+def wait_log(proc, start, words, timeout=3.0):
+    t0 = time.monotonic()
+    while True:
+        log = proc.stderr()[start:]
+        lines = [l for l in log.splitlines() if all(w in l for w in words)]
+        if lines:
+            return lines[0]
+        if time.monotonic() - t0 > timeout:
+            raise TestFailure("no join log line with %r; new join stderr: %r"
+                              % (words, log[-600:]))
+        time.sleep(0.05)
+
+
+def bad_case(mkenv, payload, words, hold=None):
+    """Sends payload(bed) on a fresh connection to the join port beside a
+    good session; the join must close it and log words."""
+    b = bed()
+    good = b.good_session()
+    good.wait_moving()
+    start = len(b.join.stderr())
+    s = b.env.connect(b.join.port, timeout=10)
+    data = payload(b)
+    t_sent = time.monotonic()
+    try:
+        s.sendall(data)
+    except OSError as e:
+        comment("send of the bad input: %s" % e)
+    end, dt, got = wait_closed(s, CLOSE_DEADLINE)
+    s.close()
+    check(end in ("eof", "reset"), "the join did not close the connection within %.0f s "
+          "(%s)" % (CLOSE_DEADLINE, end))
+    line = wait_log(b.join, start, words)
+    time.sleep(0.2)
+    check(b.join.alive(), "the join process died")
+    up, down = good.finish()
+    return "closed (%s) after %.2f s; log: %s; good session %d/%d bytes intact" % (
+        end, dt, line.strip(), up, down)
+
+
+def hello1(b, **kw):
+    """A valid HELLO of a 1-stream session (the session starts at once)."""
+    return hello_frame(new_sid(), 0, 1, key=b.key, **kw)
+
+
+CASES = [
+    ("garbage bytes", lambda b: b"GET / HTTP/1.1\r\nHost: agentmux\r\n\r\n" + os.urandom(200),
+     ["refused stream", "bad frame"]),
+    ("wrong magic", lambda b: hello1(b, magic=0x41414141), ["wrong magic"]),
+    ("wrong version", lambda b: hello1(b, version=2), ["unsupported version"]),
+    ("bad HMAC (signed with another key)",
+     lambda b: hello_frame(new_sid(), 0, 1, key=b.other_key), ["authentication"]),
+    ("missing HMAC (no auth flag, zero tag)",
+     lambda b: hello_frame(new_sid(), 0, 1, key=None), ["authentication"]),
+    ("HMAC of a different HELLO (tag replayed onto another session id)",
+     lambda b: hello_frame(new_sid(), 0, 1, key=b.key)[:40]
+     + hello_frame(new_sid(), 0, 1, key=b.key)[40:], ["authentication"]),
+    ("frame length over the maximum in the handshake",
+     lambda b: header(T_HELLO, 1 << 20) + bytes(100), ["over the maximum"]),
+    ("DATA length over the maximum after a valid HELLO",
+     lambda b: hello1(b) + header(T_DATA, MAX_PAYLOAD + 1, 0) + bytes(1000),
+     ["over the maximum"]),
+    ("DATA seq outside the window (1<<40)",
+     lambda b: hello1(b) + data_frame(1 << 40, os.urandom(100)), ["outside the window"]),
+    ("duplicate DATA seq (0 twice)",
+     lambda b: hello1(b) + data_frame(0, os.urandom(1000)) + data_frame(0, os.urandom(1000)),
+     ["duplicate"]),
+    ("HELLO that never completes (handshake timeout)",
+     lambda b: hello1(b)[:36], ["handshake timeout"]),
+]
+
+
+def make_case(payload, words):
+    return lambda mkenv: bad_case(mkenv, payload, words)
+
+
+def t_duplicate_across_streams(mkenv):
+    """A 2-stream session where both streams carry DATA seq 1 (seq 0 held
+    back): the second copy is a duplicate of a held frame."""
+    def payload(b):
+        raise NotImplementedError
+    b = bed()
+    good = b.good_session()
+    good.wait_moving()
+    start = len(b.join.stderr())
+    sid = new_sid()
+    s0 = b.env.connect(b.join.port, timeout=10)
+    s1 = b.env.connect(b.join.port, timeout=10)
+    s0.sendall(hello_frame(sid, 0, 2, key=b.key) + data_frame(1, os.urandom(500)))
+    s1.sendall(hello_frame(sid, 1, 2, key=b.key))
+    time.sleep(0.3)
+    s1.sendall(data_frame(1, os.urandom(500)))
+    ends = [wait_closed(s, CLOSE_DEADLINE) for s in (s0, s1)]
+    check(all(e[0] in ("eof", "reset") for e in ends),
+          "the join did not close both streams within %.0f s: %r" % (CLOSE_DEADLINE, ends))
+    line = wait_log(b.join, start, ["duplicate"])
+    check(b.join.alive(), "the join process died")
+    up, down = good.finish()
+    return "log: %s; good session %d/%d bytes intact" % (line.strip(), up, down)
+
+
+def rss_line(p):
+    return "%d KiB" % p.rss_kib()
+
+
+def t_rss_after_barrage(mkenv):
+    b = bed()
+    rss = b.join.rss_kib()
+    check(rss < RSS_LIMIT_KIB, "join VmRSS %d KiB after the bad-input barrage (limit %d KiB)"
+          % (rss, RSS_LIMIT_KIB))
+    return "join VmRSS %d KiB" % rss
+
+
+def t_half_open_handshakes(mkenv, n=200):
+    """n connections each send half a HELLO and wait: all closed by the
+    handshake timeout, RSS bounded, a good session beside unharmed."""
+    b = bed()
+    good = b.good_session()
+    good.wait_moving()
+    start = len(b.join.stderr())
+    socks = []
+    for i in range(n):
+        s = b.env.connect(b.join.port, timeout=10)
+        s.sendall(hello_frame(new_sid(), 0, 2, key=b.key)[:40])
+        socks.append(s)
+    peak = b.join.rss_kib()
+    t0 = time.monotonic()
+    open_ = list(socks)
+    deadline = HANDSHAKE_MS / 1000 + 10
+    for s in socks:
+        end, _, _ = wait_closed(s, max(0.1, deadline - (time.monotonic() - t0)))
+        if end in ("eof", "reset"):
+            open_.remove(s)
+        peak = max(peak, b.join.rss_kib())
+        s.close()
+    check(not open_, "%d of %d half-open handshakes still open %.0f s after the handshake "
+          "timeout" % (len(open_), n, deadline))
+    timeouts = b.join.stderr()[start:].count("handshake timeout")
+    check(timeouts >= n, "%d 'handshake timeout' log lines for %d half-open handshakes"
+          % (timeouts, n))
+    rss = b.join.rss_kib()
+    check(max(rss, peak) < RSS_LIMIT_KIB, "join VmRSS %d KiB (peak %d KiB) with %d half-open "
+          "handshakes (limit %d KiB)" % (rss, peak, n, RSS_LIMIT_KIB))
+    check(b.join.alive(), "the join process died")
+    up, down = good.finish()
+    return "all %d closed; join VmRSS %d KiB (peak %d KiB); good session intact" % (n, rss, peak)
+
+
+def t_bed_done(mkenv):
+    """Stops the shared join and stripe: both exit cleanly on SIGTERM."""
+    global _bed
+    b = bed()
+    rc_j = b.join.stop()
+    rc_s = b.stripe.stop()
+    err = b.join.stderr()
+    b.close()
+    _bed = None
+    check(rc_j == 0 and rc_s == 0, "exit status join %s stripe %s" % (rc_j, rc_s))
+    check("stats[join]" in b.join.stdout(), "join printed no counters on exit")
+    return "join logged %d refused streams" % err.count("refused stream")
+
+
+# ---- the reorder budget ---------------------------------------------------------
+
+class Pusher(threading.Thread):
+    """Sends frames on a socket until done or `stop`; counts bytes accepted
+    by the kernel, and when the last progress was."""
+
+    def __init__(self, sock, frames):
+        super().__init__(daemon=True)
+        self.sock, self.frames = sock, frames
+        self.sent = 0
+        self.last = time.monotonic()
+        self.error = None
+        self.done = False
+        self.stop = threading.Event()
+
+    def run(self):
+        self.sock.settimeout(0.2)
+        try:
+            for f in self.frames:
+                mv = memoryview(f)
+                while mv:
+                    if self.stop.is_set():
+                        return
+                    try:
+                        k = self.sock.send(mv)
+                    except socket.timeout:
+                        continue
+                    mv = mv[k:]
+                    self.sent += k
+                    self.last = time.monotonic()
+            self.done = True
+        except OSError as e:
+            self.error = e
+
+
+def wait_stalled(p, quiet=1.0, timeout=15):
+    t0 = time.monotonic()
+    while not p.done and p.error is None and time.monotonic() - p.last < quiet:
+        if time.monotonic() - t0 > timeout:
+            break
+        time.sleep(0.05)
+
+
+def reorder_bed(env):
+    def target(c, results):
+        r = receive_all(c)
+        c.close()
+        results.put(r)
+    tgt = env.target(target)
+    join = env.join(tgt.port, "--reorder-budget", "1M", "--handshake-timeout", "30000")
+    stripe = env.stripe(join.port)
+    # Warm up: every receive buffer and pooled block of the join is touched,
+    # so the baseline below is the steady state.
+    c = env.connect(stripe.port)
+    r = exchange(c, Data(60000, 48 * MiB))
+    c.close()
+    tgt.result(20)
+    check(r["send_error"] is None and r["end"] == "eof", "the warm-up session failed: %s %s"
+          % (r["send_error"], describe_end(r["end"])))
+    time.sleep(0.3)
+    return tgt, join
+
+
+FRAME = 64 * KiB
+TOTAL = 20 * MiB
+
+
+def ooo_frames(payloads):
+    for i in range(1, len(payloads)):
+        yield data_frame(i, payloads[i])
+
+
+def t_reorder_budget(mkenv):
+    """2-stream session; stream 0 sends DATA seq 1, 2, 3... (20 MiB) while
+    seq 0 (stream 1) is held back: the join must stop reading stream 0 and
+    hold at most the budget (1 MiB). Then seq 0 comes and everything must
+    arrive in order."""
+    env = mkenv()
+    tgt, join = reorder_bed(env)
+    base = join.rss_kib()
+    sid = new_sid()
+    nframes = TOTAL // FRAME
+    payloads = [os.urandom(FRAME) for _ in range(nframes + 1)]
+    s0 = env.connect(join.port)
+    s1 = env.connect(join.port)
+    s0.sendall(hello_frame(sid, 0, 2))
+    s1.sendall(hello_frame(sid, 1, 2))
+    p = Pusher(s0, ooo_frames(payloads))
+    p.start()
+    wait_stalled(p)
+    time.sleep(0.5)
+    rss = join.rss_kib()
+    grew = rss - base
+    comment("  kernel accepted %d MiB of %d MiB; join VmRSS %d -> %d KiB"
+            % (p.sent // MiB, TOTAL // MiB, base, rss))
+    check(p.error is None, "the join closed the stream under backpressure: %s; join stderr: %r"
+          % (p.error, join.stderr()[-400:]))
+    limit = 1024 + 8 * 1024
+    check(grew < limit, "join VmRSS grew by %d KiB holding out-of-order DATA with "
+          "--reorder-budget 1M (limit budget + 8 MiB slack = %d KiB); it read %s"
+          % (grew, limit, "everything" if p.done else "%d MiB" % (p.sent // MiB)))
+    check(not p.done, "the join read all %d MiB of out-of-order DATA (no backpressure)"
+          % (TOTAL // MiB))
+    # seq 0 arrives: the rest must flow, in order.
+    s1.sendall(data_frame(0, payloads[0]))
+    p.join(30)
+    check(p.done, "after seq 0 arrived stream 0 was still not drained (%d of %d MiB, %s)"
+          % (p.sent // MiB, TOTAL // MiB, p.error))
+    s0.settimeout(10)
+    s0.sendall(fin_frame(nframes + 1))
+    s1.sendall(fin_frame(nframes + 1))
+    tr = tgt.result(20)
+    import hashlib
+    h = hashlib.sha256()
+    for x in payloads:
+        h.update(x)
+    check(tr["end"] == "eof" and tr["len"] == len(payloads) * FRAME and tr["hash"] == h.hexdigest(),
+          "the target got %d of %d bytes (sha256 %s), ended by %s" % (
+              tr["len"], len(payloads) * FRAME, "ok" if tr["hash"] == h.hexdigest() else "differs",
+              describe_end(tr["end"])))
+    check(join.alive(), "the join process died")
+    return "VmRSS +%d KiB while blocked; %d MiB delivered in order afterwards" % (
+        grew, tr["len"] // MiB)
+
+
+def t_incomplete_session_budget(mkenv):
+    """1 stream of a 2-stream session (the other never comes) sends 20 MiB
+    of DATA seq 1, 2, 3...: the join must not buffer it all."""
+    env = mkenv()
+    tgt, join = reorder_bed(env)
+    base = join.rss_kib()
+    s0 = env.connect(join.port)
+    s0.sendall(hello_frame(new_sid(), 0, 2))
+    payload = os.urandom(FRAME)
+    p = Pusher(s0, (data_frame(i, payload) for i in range(1, TOTAL // FRAME + 1)))
+    p.start()
+    wait_stalled(p)
+    time.sleep(0.5)
+    rss = join.rss_kib()
+    grew = rss - base
+    p.stop.set()
+    comment("  kernel accepted %d MiB of %d MiB; join VmRSS %d -> %d KiB"
+            % (p.sent // MiB, TOTAL // MiB, base, rss))
+    limit = 1024 + 8 * 1024
+    check(grew < limit, "join VmRSS grew by %d KiB for an incomplete session's DATA "
+          "(limit budget + 8 MiB slack = %d KiB); it read %s"
+          % (grew, limit, "everything" if p.done else "%d MiB" % (p.sent // MiB)))
+    check(not p.done, "the join read all %d MiB of an incomplete session's DATA" % (TOTAL // MiB))
+    check(join.alive(), "the join process died")
+    return "VmRSS +%d KiB" % grew
+
 
 def tests():
-    return []
+    out = []
+    for name, payload, words in CASES:
+        out.append(("bad input: %s -> closed, logged, good session intact" % name,
+                    make_case(payload, words), 90))
+    out.append(("bad input: duplicate DATA seq across two streams", t_duplicate_across_streams, 90))
+    out.append(("memory: join VmRSS < 64 MiB after the bad-input barrage", t_rss_after_barrage, 30))
+    out.append(("memory: 200 half-open handshakes all time out, VmRSS < 64 MiB",
+                t_half_open_handshakes, 90))
+    out.append(("bad input: join exits cleanly afterwards", t_bed_done, 30))
+    out.append(("memory: out-of-order DATA past --reorder-budget 1M -> backpressure, "
+                "then in order", t_reorder_budget, 120))
+    out.append(("memory: incomplete session's DATA is not buffered without bound",
+                t_incomplete_session_budget, 120))
+    return out

@@ -19,6 +19,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 AGENTPROXY = os.path.join(BUILD, "agentproxy")
 ECHO_SERVER = os.path.join(BUILD, "echo_server")
+LOGDIR = os.path.join(BUILD, "test-logs", "e2e")
 HOST = "127.0.0.1"
 MiB = 1 << 20
 KiB = 1 << 10

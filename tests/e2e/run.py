@@ -18,13 +18,12 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import BUILD, TestFailure, comment  # noqa: E402
+from harness import LOGDIR, TestFailure, comment  # noqa: E402
 import cases_traffic  # noqa: E402
 import cases_failure  # noqa: E402
 import cases_badinput  # noqa: E402
 import cases_cli  # noqa: E402
 
-LOGDIR = os.path.join(BUILD, "test-logs", "e2e")
 
 
 def all_tests():
@@ -58,7 +57,8 @@ def run_one(tap, name, fn, timeout, **kw):
     envs = []
 
     def mkenv(suffix=""):
-        e = Env(name.replace(" ", "_").replace("/", "_") + suffix, LOGDIR)
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:80]
+        e = Env(safe + suffix, LOGDIR)
         envs.append(e)
         return e
 
