@@ -5,6 +5,7 @@
 # dmesg to ttyS2, everything else to the console (ttyS0).
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin
+export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev

@@ -30,11 +30,11 @@ missing=
 for t in qemu-system-x86_64 cpio gzip gcc g++ make apt-get apt-cache dpkg perl; do
 	command -v "$t" >/dev/null || missing="$missing $t"
 done
-BUSYBOX=$(command -v busybox || true)
-if [ -n "$BUSYBOX" ] && ! file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked'; then
-	[ -x /bin/busybox ] && BUSYBOX=/bin/busybox
+# busybox-static installs /bin/busybox; the guest has no shared libc for it.
+BUSYBOX=/bin/busybox
+if [ ! -x "$BUSYBOX" ] || ldd "$BUSYBOX" >/dev/null 2>&1; then
+	missing="$missing busybox-static"
 fi
-[ -n "$BUSYBOX" ] || missing="$missing busybox(-static)"
 [ -e /usr/lib/x86_64-linux-gnu/liburing.a ] || missing="$missing liburing.a"
 if [ -n "$missing" ]; then
 	notok "vm: tools present (missing:$missing; run make deps)"
@@ -66,11 +66,33 @@ else
 	diag "$LOG/aftest-build.log"
 	finish
 fi
-GUEST_EXTRA=()
-if [ -f tests/vm/guest.mk ] && make -s -f tests/vm/guest.mk BIN="$BIN" >"$LOG/guest-extra.log" 2>&1; then
-	:
+if gcc -O2 -Wall -Wextra -Werror -static -o "$BIN/xfer" tests/vm/xfer.c \
+	>"$LOG/xfer-build.log" 2>&1; then :; else diag "$LOG/xfer-build.log"; fi
+# The KmodSource tests link libagent (dynamically: there is no static fmt).
+[ -f build/libagent.a ] || make -s build/libagent.a >"$LOG/libagent-build.log" 2>&1
+if g++ -std=c++20 -O2 -g -Wall -Wextra -Werror -Ilibagent/include -Iinclude \
+	-o "$BIN/kmodsrc_test" tests/vm/kmodsrc_test.cpp build/libagent.a \
+	$(pkg-config --libs liburing libbpf fmt libcrypto 2>/dev/null || echo -luring -lbpf -lfmt -lcrypto) \
+	-lpthread >"$LOG/kmodsrc-build.log" 2>&1; then
+	ok "vm: build the KmodSource guest test"
+else
+	notok "vm: build the KmodSource guest test"
+	diag "$LOG/kmodsrc-build.log" | tail -30
+	rm -f "$BIN/kmodsrc_test"
 fi
-[ -x "$BIN/kmodsrc_test" ] && GUEST_EXTRA+=("$BIN/kmodsrc_test")
+
+# Copies a binary into the initramfs at dest, with the shared libraries
+# ldd names (and the dynamic loader) at their own paths.
+add_bin() { # root file dest
+	mkdir -p "$1$(dirname "$3")"
+	cp "$2" "$1$3"
+	ldd "$2" 2>/dev/null | awk '/=> \// {print $3} /^[[:space:]]*\// {print $1}' |
+		while read -r lib; do
+			[ -e "$1$lib" ] && continue
+			mkdir -p "$1$(dirname "$lib")"
+			cp -L "$lib" "$1$lib"
+		done
+}
 
 # ---- per kernel ----
 for k in $KERNELS; do
@@ -107,13 +129,13 @@ for k in $KERNELS; do
 	cp tests/vm/init.sh "$R/init"
 	chmod +x "$R/init"
 	cp "$W/src/kmod/agentfilt.ko" "$BIN/aftest" "$R/"
-	for x in "${GUEST_EXTRA[@]}"; do cp "$x" "$R/"; done
-	if [ -x tests/vm/guest-e2e.sh ]; then
-		bash tests/vm/guest-e2e.sh "$R" >"$W/e2e-stage.log" 2>&1 || diag "$W/e2e-stage.log"
-	fi
+	[ -x "$BIN/kmodsrc_test" ] && add_bin "$R" "$BIN/kmodsrc_test" /kmodsrc_test
+	[ -x "$BIN/xfer" ] && add_bin "$R" "$BIN/xfer" /usr/bin/xfer
+	[ -x build/agentproxy ] && add_bin "$R" build/agentproxy /usr/bin/agentproxy
+	cp tests/vm/e2e.sh "$R/e2e.sh"
 	(cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) >"$W/initrd.gz"
 
-	start=$(date +%s.%N)
+	start=$(date +%s%N)
 	timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1G -smp 2 \
 		-display none -monitor none -no-reboot \
 		-kernel "$VMLINUZ" -initrd "$W/initrd.gz" \
@@ -121,7 +143,7 @@ for k in $KERNELS; do
 		-serial "file:$W/console.log" -serial "file:$W/tap.log" \
 		-serial "file:$W/dmesg.log" >"$W/qemu.log" 2>&1
 	rc=$?
-	secs=$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo '?')
+	secs=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN {printf "%.1f", (b - a) / 1e9}')
 	echo "# $k: guest ran ${secs}s (qemu status $rc)"
 	tr -d '\r' <"$W/tap.log" >"$W/tap.txt"
 	while IFS= read -r line; do
