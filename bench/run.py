@@ -175,6 +175,14 @@ def cpu_seconds(pgids):
     return total / CLK_TCK
 
 
+def cpu_times():
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:]]
+    idle = f[3] + f[4]
+    return sum(f) - idle, sum(f)
+
+
 def vmrss(pid):
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -196,15 +204,17 @@ def human_bytes(n):
 
 
 class Contender:
-    def __init__(self, key, label, port, procs, kind):
+    def __init__(self, key, label, port, procs, kind, server):
         self.key, self.label, self.port, self.procs, self.kind = key, label, port, procs, kind
+        self.server = server  # its own iperf3 server: a proxy slow to pass a close
+                              # on cannot make the next contender's test fail
 
     @property
     def pgids(self):
         return {p.pid for p in self.procs}
 
 
-def start_contenders(args, tmp, logdir, server_port):
+def start_contenders(args, tmp, logdir):
     build = args.build
     proxy = os.path.join(build, "agentproxy")
     relay = os.path.join(build, "bench_relay")
@@ -214,14 +224,22 @@ def start_contenders(args, tmp, logdir, server_port):
     def wanted(k):
         return want is None or k in want or k.split("-")[0] in want
 
+    def server(key):
+        srv = Server(free_ports(1)[0], logdir, key)
+        srv.start()
+        return srv
+
     if wanted("direct"):
-        out.append(Contender("direct", "direct (no proxy)", server_port, [], "direct"))
+        srv = server("direct")
+        out.append(Contender("direct", "direct (no proxy)", srv.port, [], "direct", srv))
 
     common = shlex.split(args.agent_flags)
     for n in args.streams:
         key = f"agentproxy-{n}"
         if not wanted(key):
             continue
+        srv = server(key)
+        server_port = srv.port
         front, back = free_ports(2)
         j = spawn(f"{key}-join", [proxy, "join", "--listen", f"{HOST}:{back}", "--target",
                                   f"{HOST}:{server_port}", "--events", args.events] + common +
@@ -233,9 +251,11 @@ def start_contenders(args, tmp, logdir, server_port):
         wait_listen(back, [j], key)
         wait_listen(front, [s], key)
         label = f"agentproxy {n} stream{'s' if n > 1 else ''}"
-        out.append(Contender(key, label, front, [s, j], "agentproxy"))
+        out.append(Contender(key, label, front, [s, j], "agentproxy", srv))
 
     if wanted("haproxy"):
+        srv = server("haproxy")
+        server_port = srv.port
         pa, pb = free_ports(2)
         procs = []
         for name, lport, tport in (("haproxy-A", pa, pb), ("haproxy-B", pb, server_port)):
@@ -246,17 +266,21 @@ def start_contenders(args, tmp, logdir, server_port):
             procs.append(spawn(name, ["haproxy", "-db", "-f", cfg], logdir))
         wait_listen(pb, procs, "haproxy")
         wait_listen(pa, procs, "haproxy")
-        out.append(Contender("haproxy", "HAProxy 2-hop (splice)", pa, procs, "haproxy"))
+        out.append(Contender("haproxy", "HAProxy 2-hop (splice)", pa, procs, "haproxy", srv))
 
     if wanted("naive"):
+        srv = server("naive")
+        server_port = srv.port
         pa, pb = free_ports(2)
         b = spawn("naive-B", [relay, str(pb), str(server_port)], logdir)
         a = spawn("naive-A", [relay, str(pa), str(pb)], logdir)
         wait_listen(pb, [b], "naive")
         wait_listen(pa, [a], "naive")
-        out.append(Contender("naive", "naive relay pair (1 MiB)", pa, [a, b], "naive"))
+        out.append(Contender("naive", "naive relay pair (1 MiB)", pa, [a, b], "naive", srv))
 
     if wanted("socat"):
+        srv = server("socat")
+        server_port = srv.port
         pa, pb = free_ports(2)
         b = spawn("socat-B", ["socat", f"TCP-LISTEN:{pb},bind={HOST},fork,reuseaddr",
                               f"TCP:{HOST}:{server_port}"], logdir)
@@ -264,7 +288,7 @@ def start_contenders(args, tmp, logdir, server_port):
                               f"TCP:{HOST}:{pb}"], logdir)
         wait_listen(pb, [b], "socat")
         wait_listen(pa, [a], "socat")
-        out.append(Contender("socat", "socat 2-hop", pa, [a, b], "socat"))
+        out.append(Contender("socat", "socat 2-hop", pa, [a, b], "socat", srv))
     return out
 
 
@@ -298,12 +322,12 @@ backend {name}_out
 
 
 class Server:
-    def __init__(self, port, logdir):
-        self.port, self.logdir, self.proc, self.gen = port, logdir, None, 0
+    def __init__(self, port, logdir, key):
+        self.port, self.logdir, self.key, self.proc, self.gen = port, logdir, key, None, 0
 
     def start(self):
         self.gen += 1
-        self.proc = spawn(f"iperf3-server-{self.gen}",
+        self.proc = spawn(f"iperf3-server-{self.key}-{self.gen}",
                           ["iperf3", "-s", "-B", HOST, "-p", str(self.port)], self.logdir)
         wait_listen(self.port, [self.proc], "iperf3 server")
 
@@ -488,6 +512,7 @@ def summarize(contenders, runs, dirs):
             ok = [r for r in rs if r["bps"] is not None]
             bps = [r["bps"] for r in ok]
             cpu = [r["proxy_cpu"] for r in ok if r["proxy_cpu"] is not None]
+            busy = [r["machine_busy"] for r in ok]
             summ[(c.key, d)] = {
                 "key": c.key, "label": c.label, "dir": d, "runs": len(rs),
                 "ok": len(ok), "errors": [r["error"] for r in rs if r["error"]],
@@ -495,6 +520,7 @@ def summarize(contenders, runs, dirs):
                 "max_bps": max(bps) if bps else None,
                 "median_GBps": median(bps) / 8 / GB if bps else None,
                 "proxy_cpu": median(cpu) if cpu else None,
+                "machine_busy": median(busy) if busy else None,
             }
     for (key, d), s in summ.items():
         for ref in ("haproxy", "naive", "direct"):
@@ -519,17 +545,17 @@ def render_md(meta, contenders, summ, dirs, memory, mem_error):
              f"iperf3 -t {meta['seconds']} per contender and direction, interleaved; median "
              f"shown. GB/s = 10^9 bytes/s of iperf3 payload received. fwd = client sends, "
              f"rev = iperf3 -R (server sends). proxy CPU = CPU time of the proxy processes / "
-             f"wall time (100% = one core). agentproxy flags: `--events {meta['events']}"
+             f"wall time (100% = one core); machine busy = share of all CPUs not idle during the run, everything on the machine included. agentproxy flags: `--events {meta['events']}"
              f"{(' ' + meta['agent_flags']) if meta['agent_flags'] else ''}`.")
     L.append("")
     L.append("| contender | dir | GB/s | Gbit/s | min–max GB/s | vs HAProxy | vs naive | "
-             "vs direct | proxy CPU | runs ok |")
-    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+             "vs direct | proxy CPU | machine busy | runs ok |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in contenders:
         for d in dirs:
             s = summ[(c.key, d)]
             if s["median_bps"] is None:
-                L.append(f"| {c.label} | {d} | FAILED | | | | | | | 0/{s['runs']} |")
+                L.append(f"| {c.label} | {d} | FAILED | | | | | | | | 0/{s['runs']} |")
                 continue
             cpu = "" if s["proxy_cpu"] is None or c.kind == "direct" else \
                 f"{s['proxy_cpu'] * 100:.0f}%"
@@ -537,6 +563,7 @@ def render_md(meta, contenders, summ, dirs, memory, mem_error):
                      f"{s['median_bps'] / 1e9:.1f} | {s['min_bps'] / 8 / GB:.2f}–"
                      f"{s['max_bps'] / 8 / GB:.2f} | {fmt_ratio(s['vs_haproxy'])} | "
                      f"{fmt_ratio(s['vs_naive'])} | {fmt_ratio(s['vs_direct'])} | {cpu} | "
+                     f"{s['machine_busy'] * 100:.0f}% | "
                      f"{s['ok']}/{s['runs']} |")
     errs = [(s["label"], s["dir"], e) for s in summ.values() for e in s["errors"]]
     if errs:
@@ -730,10 +757,7 @@ def main():
     started = time.monotonic()
     rc = 0
     try:
-        (server_port,) = free_ports(1)
-        server = Server(server_port, logdir)
-        server.start()
-        contenders = start_contenders(args, tmp, logdir, server_port)
+        contenders = start_contenders(args, tmp, logdir)
         total = len(contenders) * len(dirs) * args.repeats
         print(f"bench: {len(contenders)} contenders x {len(dirs)} directions x "
               f"{args.repeats} rounds of {args.seconds} s ({total} iperf3 runs); logs in "
@@ -744,25 +768,29 @@ def main():
                 for d in dirs:
                     k += 1
                     cpu0 = cpu_seconds(c.pgids) if c.procs else None
+                    busy0, all0 = cpu_times()
                     t0 = time.monotonic()
                     res, err = iperf(c.port, args.seconds, d == "rev")
                     wall = time.monotonic() - t0
                     cpu = (cpu_seconds(c.pgids) - cpu0) / wall if c.procs else None
+                    busy1, all1 = cpu_times()
+                    machine = (busy1 - busy0) / max(1, all1 - all0)
                     r = {"key": c.key, "label": c.label, "dir": d, "round": rnd,
                          "bps": res["bps"] if res else None,
                          "bytes": res["bytes"] if res else None,
-                         "proxy_cpu": cpu, "error": err,
+                         "proxy_cpu": cpu, "machine_busy": machine, "error": err,
                          "iperf3": res["json"] if res else None}
                     runs.append(r)
                     if res:
                         line = (f"{res['bps'] / 8 / GB:6.2f} GB/s {res['bps'] / 1e9:6.1f} Gbit/s"
-                                + (f"  proxy CPU {cpu * 100:4.0f}%" if cpu is not None else ""))
+                                + (f"  proxy CPU {cpu * 100:4.0f}%" if cpu is not None else
+                                   " " * 16) + f"  machine busy {machine * 100:3.0f}%")
                     else:
                         line = f"FAILED: {err}"
                     print(f"[{k:2d}/{total}] round {rnd}  {c.label:28s} {d}  {line}",
                           flush=True)
                     if err:
-                        server.restart()
+                        c.server.restart()
                     dead = [p for p in c.procs if p.poll() is not None]
                     if dead:
                         print(f"bench: {c.label}: {dead[0].bench_name} died "
