@@ -372,7 +372,9 @@ class Env:
 
     def _listener(self, name, mode, remote_flag, remote_port, extra, port=None):
         last = None
-        for _ in range(5):
+        # A fixed port may still be held for a moment by a process just
+        # killed (its io_uring is torn down after it exits): retry then.
+        for _ in range(5 if port is None else 40):
             lp = port or free_port()
             argv = [AGENTPROXY, mode, "--listen", "%s:%d" % (HOST, lp),
                     remote_flag, "%s:%d" % (HOST, remote_port), "--events", "uring"] + list(extra)
@@ -382,7 +384,9 @@ class Env:
             except TestFailure as e:
                 last = e
                 p.kill()
-                if "cannot listen" in p.stderr() and port is None:
+                if "cannot listen" in p.stderr():
+                    if port is not None:
+                        time.sleep(0.25)
                     continue
                 raise
             p.port = lp
