@@ -541,7 +541,8 @@ def render_md(meta, contenders, summ, dirs, memory, mem_error):
     L.append("# agentmux benchmark")
     L.append("")
     L.append(f"{meta['date']} · {meta['host']} · kernel {meta['kernel']} · "
-             f"{meta['cpus']} CPUs ({meta['cpu_model']}) · {meta['repeats']} rounds of "
+             f"{meta['cpus']} CPUs ({meta['cpu_model']}) · load average {meta['loadavg_start'][0]} at "
+             f"start, {meta['loadavg_end'][0]} at end · {meta['repeats']} rounds of "
              f"iperf3 -t {meta['seconds']} per contender and direction, interleaved; median "
              f"shown. GB/s = 10^9 bytes/s of iperf3 payload received. fwd = client sends, "
              f"rev = iperf3 -R (server sends). proxy CPU = CPU time of the proxy processes / "
@@ -620,7 +621,7 @@ def render_md(meta, contenders, summ, dirs, memory, mem_error):
     return "\n".join(L)
 
 
-def plot(path, contenders, summ, dirs, meta):
+def plot(path, contenders, summ, dirs, meta, memory):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -628,7 +629,11 @@ def plot(path, contenders, summ, dirs, meta):
     labels = [c.label.replace(" (", "\n(") for c in contenders]
     x = list(range(len(contenders)))
     width = 0.8 / len(dirs)
-    fig, ax = plt.subplots(figsize=(max(8, 1.5 * len(contenders)), 5.5))
+    if memory:
+        fig, (ax, mx) = plt.subplots(1, 2, figsize=(max(9, 1.5 * len(contenders) + 2.5), 5.5),
+                                     gridspec_kw={"width_ratios": [len(contenders), 1.6]})
+    else:
+        fig, ax = plt.subplots(figsize=(max(8, 1.5 * len(contenders)), 5.5))
     colors = {"fwd": "#3b75af", "rev": "#ef8636"}
     for i, d in enumerate(dirs):
         vals, lo, hi = [], [], []
@@ -646,9 +651,9 @@ def plot(path, contenders, summ, dirs, meta):
         xs = [xi + (i - (len(dirs) - 1) / 2) * width for xi in x]
         bars = ax.bar(xs, vals, width, yerr=[lo, hi], capsize=3, label=d,
                       color=colors.get(d))
-        for b, v in zip(bars, vals):
+        for b, v, up in zip(bars, vals, hi):
             ax.annotate("failed" if v == 0 else f"{v:.2f}",
-                        (b.get_x() + b.get_width() / 2, b.get_height()),
+                        (b.get_x() + b.get_width() / 2, v + up),
                         ha="center", va="bottom", fontsize=8, xytext=(0, 2),
                         textcoords="offset points")
     h = summ.get(("haproxy", "fwd"))
@@ -663,6 +668,26 @@ def plot(path, contenders, summ, dirs, meta):
     ax.set_title(f"iperf3 through each contender on loopback, {meta['cpus']} CPUs, "
                  f"{meta['date'][:10]}")
     ax.legend()
+    if memory:
+        sides = ["stripe", "join"]
+        idle = [memory["sides"][x]["per_session_idle"] / 1024 for x in sides]
+        ping = [memory["sides"][x]["per_session_after_ping"] / 1024 for x in sides]
+        xs = list(range(len(sides)))
+        for off, vals, lab, col in ((-0.2, idle, "idle", "#6a9f58"),
+                                    (0.2, ping, "after an echo", "#967662")):
+            bars = mx.bar([x + off for x in xs], vals, 0.4, label=lab, color=col)
+            for b, v in zip(bars, vals):
+                mx.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v), ha="center",
+                            va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+        mx.axhline(64, color="gray", linestyle="--", linewidth=1)
+        mx.text(len(sides) - 0.5, 64, "target 64 KiB", ha="right", va="bottom", fontsize=8,
+                color="gray")
+        mx.set_ylim(0, max(72, max(idle + ping) * 1.15))
+        mx.set_xticks(xs)
+        mx.set_xticklabels(sides)
+        mx.set_ylabel("KiB of VmRSS per session")
+        mx.set_title(f"memory, {memory['sessions']} sessions", fontsize=10)
+        mx.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -839,7 +864,7 @@ def main():
                    "memory_error": mem_error, "runs": runs}, fh, indent=1)
     if not args.no_plot:
         try:
-            plot(os.path.join(out, "throughput.png"), contenders, summ, dirs, meta)
+            plot(os.path.join(out, "throughput.png"), contenders, summ, dirs, meta, memory)
         except Exception as e:  # a missing matplotlib must not hide the numbers
             print(f"bench: no plot: {e}", file=sys.stderr)
     print(f"bench: wrote {out}/results.md, results.json, throughput.png "
