@@ -35,7 +35,12 @@ download() { # pkg ver
 	f=$(ls "$VM_CACHE/debs/$1_$(echo "$2" | sed 's/^[0-9]*://; s/:/%3a/g')"_*.deb 2>/dev/null | head -1 || true)
 	if [ -z "$f" ]; then
 		log "apt-get download $1=$2"
-		(cd "$VM_CACHE/debs" && apt-get download -qq -o APT::Sandbox::User=root "$1=$2" >&2)
+		if ! (cd "$VM_CACHE/debs" && apt-get download -qq -o APT::Sandbox::User=root "$1=$2" >&2); then
+			# Stale lists (a mirror rotated the version out): refresh once.
+			log "download failed; apt-get update and retry"
+			apt-get update -qq >&2 || true
+			(cd "$VM_CACHE/debs" && apt-get download -qq -o APT::Sandbox::User=root "$1=$2" >&2)
+		fi
 		f=$(ls "$VM_CACHE/debs/$1_"*.deb | grep -F "_$(echo "$2" | sed 's/^[0-9]*://; s/:/%3a/g')_" | head -1)
 	fi
 	echo "$f"

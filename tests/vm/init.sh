@@ -22,6 +22,14 @@ check() { # name command...
 }
 
 echo "# guest $(uname -r)" >&3
+# The eBPF filter's tests first, without the module loaded.
+if [ -x /usr/bin/bpf_tests ]; then
+	mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+	mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+	AGENTPROXY=/usr/bin/agentproxy /usr/bin/bpf_tests --reporter TAP 2>/dev/console |
+		sed -E 's/^(not ok|ok) [0-9]+ - /\1 - bpf: /' | grep -E '^(ok|not ok|#)' >&3
+fi
 check "module: insmod" insmod /agentfilt.ko
 check "module: /dev/agentfilt exists" test -c /dev/agentfilt
 
