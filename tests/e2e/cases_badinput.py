@@ -450,6 +450,38 @@ def t_incomplete_session_budget(mkenv):
     return "VmRSS +%d KiB" % grew
 
 
+def vm_kib(p, field):
+    with open("/proc/%d/status" % p.pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise TestFailure("no %s for %s" % (field, p.name))
+
+
+def t_peak_rss_one_session(mkenv, size=64 * MiB, limit_mib=96):
+    """One 64 MiB both-ways session with --reorder-budget 1M --send-buffer
+    256K: neither side's peak RSS (VmHWM) may pass the receive buffers
+    (--buffers 512 x 64 KiB = 32 MiB) + the block pool (16 MiB) + the budget
+    and queues + slack = 96 MiB."""
+    from cases_traffic import check_exchange, exchange_target
+    env = mkenv()
+    flags = ("--reorder-budget", "1M", "--send-buffer", "256K")
+    tgt = env.target(exchange_target(61000, size))
+    join = env.join(tgt.port, *flags)
+    stripe = env.stripe(join.port, *flags)
+    c = env.connect(stripe.port)
+    r = exchange(c, Data(61001, size))
+    tr = tgt.result(30)
+    errs = check_exchange("session", r, tr, size, size)
+    check(not errs, "\n".join(errs))
+    peaks = {p.name: vm_kib(p, "VmHWM") for p in (join, stripe)}
+    over = ["%s peak VmHWM %d MiB" % (n, k // 1024) for n, k in peaks.items()
+            if k > limit_mib * 1024]
+    check(not over, "%s for one session with %s (limit %d MiB)"
+          % ("; ".join(over), " ".join(flags), limit_mib))
+    return ", ".join("%s %d MiB" % (n, k // 1024) for n, k in peaks.items())
+
+
 def tests():
     out = []
     for name, payload, words in CASES:
@@ -462,6 +494,8 @@ def tests():
     out.append(("bad input: join exits cleanly afterwards", t_bed_done, 30))
     out.append(("memory: out-of-order DATA past --reorder-budget 1M -> backpressure, "
                 "then in order", t_reorder_budget, 120))
+    out.append(("memory: peak RSS of join and stripe for one 64 MiB session with "
+                "--reorder-budget 1M --send-buffer 256K < 96 MiB", t_peak_rss_one_session, 120))
     out.append(("memory: incomplete session's DATA is not buffered without bound",
                 t_incomplete_session_budget, 120))
     return out
