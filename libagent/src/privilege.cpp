@@ -22,19 +22,23 @@ bool drop_privileges(std::string_view user, std::string *err)
 	if (!res && !name.empty() && name.find_first_not_of("0123456789") == std::string::npos)
 		rc = getpwuid_r(static_cast<uid_t>(strtoul(name.c_str(), nullptr, 10)), &pw, buf.data(),
 				buf.size(), &res);
-	if (!res) {
+	bool numeric = !name.empty() && name.find_first_not_of("0123456789") == std::string::npos;
+	if (!res && !numeric) {
 		*err = "drop privileges: no user " + name + (rc ? std::string(": ") + strerror(rc) : "");
 		return false;
 	}
-	uid_t uid = pw.pw_uid;
-	gid_t gid = pw.pw_gid;
+	// A numeric id with no passwd entry (a minimal container or guest):
+	// that uid, the same gid, no supplementary groups.
+	uid_t uid = res ? pw.pw_uid : static_cast<uid_t>(strtoul(name.c_str(), nullptr, 10));
+	gid_t gid = res ? pw.pw_gid : static_cast<gid_t>(uid);
 	if (getuid() == uid && geteuid() == uid)
 		return true;
 	auto fail = [&](const char *what) {
 		*err = std::string("drop privileges to ") + name + ": " + what + ": " + strerror(errno);
 		return false;
 	};
-	if (initgroups(pw.pw_name, gid) < 0 && setgroups(1, &gid) < 0)
+	if (res ? (initgroups(pw.pw_name, gid) < 0 && setgroups(1, &gid) < 0)
+		: setgroups(0, nullptr) < 0)
 		return fail("setgroups");
 	if (setresgid(gid, gid, gid) < 0)
 		return fail("setresgid");

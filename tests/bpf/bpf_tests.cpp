@@ -554,9 +554,8 @@ void t_unwatch_in_callback()
 
 void t_drop_privileges()
 {
-	passwd *pw = getpwnam("nobody");
-	if (!pw)
-		throw Skipped{"no user nobody"};
+	// "nobody", or its usual uid where there is no passwd (the guests).
+	const char *user = getpwnam("nobody") ? "nobody" : "65534";
 	if (geteuid() != 0)
 		throw Skipped{"not root"};
 	fflush(stdout);
@@ -568,7 +567,7 @@ void t_drop_privileges()
 			Ring ring;
 			auto src = load(ring);
 			std::string err;
-			if (!drop_privileges("nobody", &err)) {
+			if (!drop_privileges(user, &err)) {
 				std::fprintf(stderr, "%s\n", err.c_str());
 				_exit(2);
 			}

@@ -9,7 +9,8 @@
 
 namespace agent {
 
-// Switches the process to user (a name, or a numeric uid) and its groups
+// Switches the process to user (a name, or a numeric uid: with no passwd
+// entry, that uid, gid = uid and no supplementary groups) and its groups
 // for good: real, effective and saved ids, so root cannot be regained.
 // Returns false with *err set to one line when it cannot.
 bool drop_privileges(std::string_view user, std::string *err);
