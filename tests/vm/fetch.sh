@@ -8,10 +8,23 @@
 #                       KREL (uname -r), KDIR (headers), VMLINUZ, MODROOT.
 #   fetch.sh checkpatch prints the path of checkpatch.pl (from linux-source).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+SELF=$(readlink -f "$0")
+cd "$(dirname "$SELF")/../.."
 . tests/vm/common.sh
 
 want=${1:?usage: fetch.sh 6.1|6.12|checkpatch}
+
+# Stale apt lists name versions the mirror no longer has: on any failure,
+# refresh the lists once and start over.
+if [ -z "${AF_FETCH_INNER:-}" ]; then
+	if out=$(AF_FETCH_INNER=1 bash "$SELF" "$@"); then
+		echo "$out"
+		exit 0
+	fi
+	echo "fetch: failed; apt-get update and retry" >&2
+	apt-get update -qq >&2 || true
+	AF_FETCH_INNER=1 exec bash "$SELF" "$@"
+fi
 mkdir -p "$VM_CACHE/debs"
 
 log() { echo "fetch: $*" >&2; }
@@ -35,12 +48,7 @@ download() { # pkg ver
 	f=$(ls "$VM_CACHE/debs/$1_$(echo "$2" | sed 's/^[0-9]*://; s/:/%3a/g')"_*.deb 2>/dev/null | head -1 || true)
 	if [ -z "$f" ]; then
 		log "apt-get download $1=$2"
-		if ! (cd "$VM_CACHE/debs" && apt-get download -qq -o APT::Sandbox::User=root "$1=$2" >&2); then
-			# Stale lists (a mirror rotated the version out): refresh once.
-			log "download failed; apt-get update and retry"
-			apt-get update -qq >&2 || true
-			(cd "$VM_CACHE/debs" && apt-get download -qq -o APT::Sandbox::User=root "$1=$2" >&2)
-		fi
+		(cd "$VM_CACHE/debs" && apt-get download -qq -o APT::Sandbox::User=root "$1=$2" >&2)
 		f=$(ls "$VM_CACHE/debs/$1_"*.deb | grep -F "_$(echo "$2" | sed 's/^[0-9]*://; s/:/%3a/g')_" | head -1)
 	fi
 	echo "$f"
