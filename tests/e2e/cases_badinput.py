@@ -99,11 +99,22 @@ class GoodSession:
         self.box["r"] = exchange(self.c, self.data, stop=self.stop, pace=GOOD_PACE,
                                  on_bytes=lambda n: setattr(self, "got", n))
 
+    def logs(self):
+        out = []
+        for p in (self.b.stripe, self.b.join):
+            lines = p.stderr().splitlines()[-3:]
+            out.append("%s stderr (last lines):\n  %s" % (p.name, "\n  ".join(lines)))
+        return "\n".join(out)
+
     def wait_moving(self, n=256 * KiB, timeout=20):
         t0 = time.monotonic()
         while self.got < n:
-            check(time.monotonic() - t0 < timeout and self.th.is_alive(),
-                  "the good session did not get going (%d bytes back)" % self.got)
+            if not (time.monotonic() - t0 < timeout and self.th.is_alive()):
+                time.sleep(0.2)
+                raise TestFailure("the good session did not get going (%d bytes back, "
+                                  "client read ended by %s)\n%s"
+                                  % (self.got, describe_end(self.box.get("r", {}).get("end")),
+                                     self.logs()))
             time.sleep(0.02)
 
     def finish(self):
@@ -133,7 +144,8 @@ class GoodSession:
         if r["len"] != tr["sent"] or r["hash"] != tr["sent_hash"]:
             errs.append("target->client differs: %d bytes sent, %d received" % (tr["sent"],
                                                                                 r["len"]))
-        check(not errs, "the good session beside it broke: " + "; ".join(errs))
+        check(not errs, "the good session beside it broke: " + "; ".join(errs) + "\n"
+              + self.logs())
         return r["sent"], r["len"]
 
 

@@ -165,6 +165,8 @@ def exchange(sock, data, on_bytes=None, stop=None, pace=None, join_timeout=120):
 
 
 def describe_end(end):
+    if end is None:
+        return "nothing (still running)"
     return "EOF" if end == "eof" else "%s(%s)" % (type(end).__name__, end)
 
 
