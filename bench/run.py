@@ -546,24 +546,26 @@ def render_md(meta, contenders, summ, dirs, memory, mem_error):
              f"iperf3 -t {meta['seconds']} per contender and direction, interleaved; median "
              f"shown. GB/s = 10^9 bytes/s of iperf3 payload received. fwd = client sends, "
              f"rev = iperf3 -R (server sends). proxy CPU = CPU time of the proxy processes / "
-             f"wall time (100% = one core); machine busy = share of all CPUs not idle during the run, everything on the machine included. agentproxy flags: `--events {meta['events']}"
+             f"wall time (100% = one core); GB per proxy CPU-s = GB/s / proxy CPU, the bytes a contender moves per second of CPU it burns (less sensitive to other load); machine busy = share of all CPUs not idle during the run, everything on the machine included. agentproxy flags: `--events {meta['events']}"
              f"{(' ' + meta['agent_flags']) if meta['agent_flags'] else ''}`.")
     L.append("")
     L.append("| contender | dir | GB/s | Gbit/s | min–max GB/s | vs HAProxy | vs naive | "
-             "vs direct | proxy CPU | machine busy | runs ok |")
-    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+             "vs direct | proxy CPU | GB per proxy CPU-s | machine busy | runs ok |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in contenders:
         for d in dirs:
             s = summ[(c.key, d)]
             if s["median_bps"] is None:
-                L.append(f"| {c.label} | {d} | FAILED | | | | | | | | 0/{s['runs']} |")
+                L.append(f"| {c.label} | {d} | FAILED | | | | | | | | | 0/{s['runs']} |")
                 continue
-            cpu = "" if s["proxy_cpu"] is None or c.kind == "direct" else \
-                f"{s['proxy_cpu'] * 100:.0f}%"
+            cpu = eff = ""
+            if s["proxy_cpu"] and c.kind != "direct":
+                cpu = f"{s['proxy_cpu'] * 100:.0f}%"
+                eff = f"{s['median_GBps'] / s['proxy_cpu']:.2f}"
             L.append(f"| {c.label} | {d} | {s['median_GBps']:.2f} | "
                      f"{s['median_bps'] / 1e9:.1f} | {s['min_bps'] / 8 / GB:.2f}–"
                      f"{s['max_bps'] / 8 / GB:.2f} | {fmt_ratio(s['vs_haproxy'])} | "
-                     f"{fmt_ratio(s['vs_naive'])} | {fmt_ratio(s['vs_direct'])} | {cpu} | "
+                     f"{fmt_ratio(s['vs_naive'])} | {fmt_ratio(s['vs_direct'])} | {cpu} | {eff} | "
                      f"{s['machine_busy'] * 100:.0f}% | "
                      f"{s['ok']}/{s['runs']} |")
     errs = [(s["label"], s["dir"], e) for s in summ.values() for e in s["errors"]]
