@@ -99,10 +99,12 @@ void Conn::kick()
 			return;
 		}
 		if (shut_requested_ && !shut_issued_) {
+			// Directly, not IORING_OP_SHUTDOWN: io_uring always runs
+			// that one in a worker that looks the fd number up late,
+			// after our ring close may have handed the number to the
+			// next accepted socket. shutdown(2) of TCP never blocks.
 			shut_issued_ = true;
-			io_uring_sqe *sqe = ring_.sqe(&shutdown_op_);
-			io_uring_prep_shutdown(sqe, fd_, SHUT_WR);
-			inflight_++;
+			::shutdown(fd_, SHUT_WR);
 		}
 		return;
 	}
@@ -165,12 +167,6 @@ void Conn::shutdown_write()
 		return;
 	shut_requested_ = true;
 	kick();
-}
-
-void Conn::on_shutdown(int, unsigned)
-{
-	inflight_--;
-	owner_.conn_op_done(*this);
 }
 
 void Conn::close(bool reset)

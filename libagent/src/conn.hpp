@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The write half of a TCP connection: a queue of fixed blocks drained by one
 // gathered sendmsg at a time through the ring (one in flight keeps the byte
-// order), plus connect, shutdown and close as ring operations. Reads are the
+// order), plus connect and close as ring operations. Reads are the
 // EventSource's job.
 #pragma once
 
@@ -80,7 +80,6 @@ private:
 	void kick();
 	void on_connect(int res, unsigned flags);
 	void on_send(int res, unsigned flags);
-	void on_shutdown(int res, unsigned flags);
 	void on_close(int res, unsigned flags);
 
 	Ring &ring_;
@@ -101,7 +100,6 @@ private:
 	Address peer_;
 	MemberOp<Conn, &Conn::on_connect> connect_op_{this};
 	MemberOp<Conn, &Conn::on_send> send_op_{this};
-	MemberOp<Conn, &Conn::on_shutdown> shutdown_op_{this};
 	MemberOp<Conn, &Conn::on_close> close_op_{this};
 };
 
