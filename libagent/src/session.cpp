@@ -558,14 +558,21 @@ void Session::finish()
 		st->unwatch();
 		st->conn.close(false);
 	}
+	close_plain(false, "");
+}
+
+// The plain end goes last: an application may look at the session in
+// on_close. A reset tells a socket peer the stream is incomplete.
+void Session::close_plain(bool reset, const std::string &reason)
+{
 	if (plain_watching_) {
 		plain_watching_ = false;
 		agent_.events().unwatch(plain_->fd());
 	}
 	if (plain_)
-		plain_->close(false);
+		plain_->close(reset);
 	if (app_)
-		app_->on_close(*this, "");
+		app_->on_close(*this, reason);
 	maybe_free();
 }
 
@@ -602,15 +609,7 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 			st->conn.close(true);
 		}
 	}
-	if (plain_watching_) {
-		plain_watching_ = false;
-		agent_.events().unwatch(plain_->fd());
-	}
-	if (plain_)
-		plain_->close(true);
-	if (app_)
-		app_->on_close(*this, reason);
-	maybe_free();
+	close_plain(true, reason);
 }
 
 void Session::maybe_free()

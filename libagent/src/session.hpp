@@ -135,6 +135,7 @@ private:
 	void update_plain_pause();
 	void check_done();
 	void finish();
+	void close_plain(bool reset, const std::string &reason);
 	void check_stream_eof(Stream &st);
 	void apply_pause(Stream &st);
 	void maybe_free();
