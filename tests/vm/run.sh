@@ -3,7 +3,8 @@
 # `make vmtest`: builds agentfilt.ko against the Debian 6.1 and 6.12 kernel
 # headers (warning-free, sparse, checkpatch), boots each kernel in qemu (TCG)
 # with the module and the guest tests in an initramfs, and prints TAP.
-# VM_KERNELS="6.12" limits the kernels; VM_CACHE and VM_BUILD move the cache
+# VM_KERNELS="6.12" limits the kernels; VM_APPEND="agentmux.quick" runs
+# only the module's own tests (no bpf_tests, KmodSource or e2e); VM_CACHE and VM_BUILD move the cache
 # and the build output (see common.sh).
 set -u
 cd "$(dirname "$0")/../.."
@@ -144,7 +145,7 @@ for k in $KERNELS; do
 	timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1G -smp 2 \
 		-display none -monitor none -no-reboot \
 		-kernel "$VMLINUZ" -initrd "$W/initrd.gz" \
-		-append 'console=ttyS0 panic=-1 loglevel=7' \
+		-append "console=ttyS0 panic=-1 loglevel=7 ${VM_APPEND:-}" \
 		-serial "file:$W/console.log" -serial "file:$W/tap.log" \
 		-serial "file:$W/dmesg.log" >"$W/qemu.log" 2>&1
 	rc=$?
