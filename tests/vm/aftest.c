@@ -164,9 +164,9 @@ static long ms_since(const struct timespec *t0)
  * 1 if fd is readable or becomes so within ms. At its timeout poll() finds
  * readiness even without a wakeup: that counts as not woken (0).
  */
-static int wait_readable(int fd, int ms)
+static int wait_event_on(int fd, short events, int ms)
 {
-	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct pollfd p = { .fd = fd, .events = events };
 	struct timespec t0;
 	int r;
 
@@ -175,6 +175,11 @@ static int wait_readable(int fd, int ms)
 	if (r == 1 && ms > 0 && ms_since(&t0) >= ms)
 		return 0;
 	return r;
+}
+
+static int wait_readable(int fd, int ms)
+{
+	return wait_event_on(fd, POLLIN, ms);
 }
 
 /* Is a poll() on s woken when c writes to it 200 ms later? */
@@ -504,9 +509,8 @@ static int t_connect_counted(void)
 	r = watch(dev, c, 5);
 	CHECK(r == 0, "watch in SYN_SENT: %d", r);
 	acc = accept(l, NULL, NULL);	/* makes room: the SYN retransmit gets in */
-	struct pollfd p = { .fd = c, .events = POLLOUT };
-
-	CHECK(poll(&p, 1, 5000) == 1, "connect did not complete");
+	/* The connecting task is woken by the (chained) sk_state_change. */
+	CHECK(wait_event_on(c, POLLOUT, 5000) == 1, "connect did not complete");
 	msleep(50);
 	CHECK(stats(dev, 5, 0, &st) == 0, "stats");
 	CHECK(st.counters.state_change >= 1 && st.counters.passed == 0 &&
@@ -560,14 +564,24 @@ static int t_write_space_counted(void)
 	while (send(c, buf, sizeof(buf), 0) > 0)
 		;
 	CHECK(errno == EAGAIN, "send: %s", strerror(errno));
-	for (int i = 0; i < 200; i++) {
-		while (recv(s, buf, sizeof(buf), MSG_DONTWAIT) > 0)
-			;
-		stats(dev, 1, 0, &st);
-		if (st.counters.write_space)
-			break;
-		msleep(10);
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		msleep(200);
+		for (int i = 0; i < 100; i++) {
+			while (recv(s, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+				;
+			msleep(10);
+		}
+		_exit(0);
 	}
+	/* The blocked writer is woken by the (chained) sk_write_space. */
+	int woken = wait_event_on(c, POLLOUT, 3000);
+
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	CHECK(woken == 1, "the writer was not woken");
+	stats(dev, 1, 0, &st);
 	CHECK(st.counters.write_space >= 1 && st.counters.passed == 0 &&
 	      read_events(dev, &ev, 1) == 0, "write_space %llu passed %llu",
 	      (unsigned long long)st.counters.write_space,
