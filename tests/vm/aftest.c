@@ -963,6 +963,89 @@ static int t_cycles_1000(void)
 	return 0;
 }
 
+/*
+ * Callbacks racing with unwatch and with the file's release: 16 pairs
+ * carry traffic from a thread on the other CPU while this one watches,
+ * unwatches, reads events and closes and reopens the device, for 3 s.
+ */
+struct racer {
+	int c[16];
+	volatile int stop;
+	long sent;
+};
+
+static void *race_traffic(void *arg)
+{
+	struct racer *r = arg;
+	char buf[512];
+	int i = 0;
+
+	memset(buf, 'r', sizeof(buf));
+	while (!r->stop) {
+		ssize_t n = send(r->c[i % 16], buf, 1 + i % sizeof(buf), MSG_DONTWAIT);
+
+		i++;
+
+		if (n > 0)
+			r->sent += n;
+	}
+	return NULL;
+}
+
+static int t_race(void)
+{
+	struct agentfilt_event ev[32];
+	struct racer r = { 0 };
+	struct timespec t0;
+	pthread_t th;
+	char buf[65536];
+	int s[16], dev = dev_open(), base = live_watches(), rounds = 0;
+	long got = 0;
+
+	for (int i = 0; i < 16; i++) {
+		CHECK(!tcp_pair(&r.c[i], &s[i]), "pair");
+		fcntl(s[i], F_SETFL, O_NONBLOCK);
+	}
+	pthread_create(&th, NULL, race_traffic, &r);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (ms_since(&t0) < 3000) {
+		for (int i = 0; i < 16; i++)
+			watch(dev, s[i], i);
+		read_events(dev, ev, 32);
+		for (int i = 0; i < 16; i++) {
+			ssize_t n;
+
+			while ((n = recv(s[i], buf, sizeof(buf), 0)) > 0)
+				got += n;
+			if (i % 2)
+				unwatch(dev, i);
+		}
+		if (++rounds % 8 == 0) {	/* release with watches live */
+			close(dev);
+			dev = dev_open();
+		}
+	}
+	r.stop = 1;
+	pthread_join(th, NULL);
+	close(dev);
+	for (int i = 0; i < 16; i++) {
+		ssize_t n;
+
+		shutdown(r.c[i], SHUT_WR);
+		while ((n = recv(s[i], buf, sizeof(buf), 0)) != 0) {
+			if (n > 0)
+				got += n;
+			else if (wait_readable(s[i], 2000) != 1)
+				break;
+		}
+		close_pair(r.c[i], s[i]);
+	}
+	CHECK(got == r.sent, "received %ld of %ld bytes", got, r.sent);
+	CHECK(wait_live(base, 1000) == base, "live watches %d", live_watches());
+	printf("# race: %d rounds, %ld bytes\n", rounds, got);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int smoke = argc > 1 && !strcmp(argv[1], "smoke");
@@ -1001,5 +1084,6 @@ int main(int argc, char **argv)
 	run("lifetime: closing the file restores the sockets", t_close_file_restores);
 	run("lifetime: kill a process with 1,000 watches", t_kill_1000);
 	run("lifetime: 1,000 watch/unwatch cycles under traffic", t_cycles_1000);
+	run("lifetime: watch, unwatch and close racing with traffic (3 s)", t_race);
 	return failures ? 1 : 0;
 }
