@@ -10,7 +10,7 @@ set -u
 cd "$(dirname "$0")/../.."
 . tests/vm/common.sh
 KERNELS=${VM_KERNELS:-6.1 6.12}
-VM_TIMEOUT=${VM_TIMEOUT:-900}
+VM_TIMEOUT=${VM_TIMEOUT:-420}
 mkdir -p "$VM_BUILD"
 LOG=$VM_BUILD/log
 mkdir -p "$LOG"
