@@ -50,6 +50,7 @@ if [ "${watches:-0}" -gt 0 ] && [ "${passed:-0}" -gt 0 ]; then
 	ok "e2e: both proxies used the kmod filter (watches $watches, passed $passed)"
 else
 	notok "e2e: both proxies used the kmod filter (watches ${watches:-?}, passed ${passed:-?})"
-	grep -h 'events\[' stripe.log join.log | sed 's/^/# /'
 fi
-grep -h 'events\[' stripe.log join.log | sed 's/^/# /'
+for side in stripe join; do
+	grep 'events\[' $side.log | tail -1 | sed "s/^/# $side: /"
+done
