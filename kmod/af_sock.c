@@ -95,33 +95,41 @@ static void af_orphan_clone(struct sock *sk)
 	cmpxchg(&sk->sk_error_report, af_error_report, af_def.error_report);
 }
 
-static void af_chain_lost(struct sock *sk, int kind)
+enum af_cb {
+	AF_CB_DATA_READY,
+	AF_CB_STATE_CHANGE,
+	AF_CB_WRITE_SPACE,
+	AF_CB_ERROR_REPORT,
+};
+
+static void af_chain_lost(struct sock *sk, enum af_cb kind)
 {
 	void (*cb)(struct sock *sk);
 
 	smp_rmb(); /* pairs with smp_wmb() in af_detach() */
 	switch (kind) {
-	case 0:
+	case AF_CB_DATA_READY:
 		cb = READ_ONCE(sk->sk_data_ready);
 		if (cb != af_data_ready)
 			break;
 		af_orphan_clone(sk);
 		cb = af_def.data_ready;
 		break;
-	case 1:
+	case AF_CB_STATE_CHANGE:
 		cb = READ_ONCE(sk->sk_state_change);
 		if (cb != af_state_change)
 			break;
 		af_orphan_clone(sk);
 		cb = af_def.state_change;
 		break;
-	case 2:
+	case AF_CB_WRITE_SPACE:
 		cb = READ_ONCE(sk->sk_write_space);
 		if (cb != af_write_space)
 			break;
 		af_orphan_clone(sk);
 		cb = af_def.write_space;
 		break;
+	case AF_CB_ERROR_REPORT:
 	default:
 		cb = READ_ONCE(sk->sk_error_report);
 		if (cb != af_error_report)
@@ -172,7 +180,7 @@ static void af_data_ready(struct sock *sk)
 		w->saved_data_ready(sk);
 		af_queue(w, sk);
 	} else {
-		af_chain_lost(sk, 0);
+		af_chain_lost(sk, AF_CB_DATA_READY);
 	}
 	rcu_read_unlock();
 }
@@ -187,7 +195,7 @@ static void af_state_change(struct sock *sk)
 		atomic64_inc(&w->cnt.state_change);
 		w->saved_state_change(sk);
 	} else {
-		af_chain_lost(sk, 1);
+		af_chain_lost(sk, AF_CB_STATE_CHANGE);
 	}
 	rcu_read_unlock();
 }
@@ -202,7 +210,7 @@ static void af_write_space(struct sock *sk)
 		atomic64_inc(&w->cnt.write_space);
 		w->saved_write_space(sk);
 	} else {
-		af_chain_lost(sk, 2);
+		af_chain_lost(sk, AF_CB_WRITE_SPACE);
 	}
 	rcu_read_unlock();
 }
@@ -217,7 +225,7 @@ static void af_error_report(struct sock *sk)
 		atomic64_inc(&w->cnt.error_report);
 		w->saved_error_report(sk);
 	} else {
-		af_chain_lost(sk, 3);
+		af_chain_lost(sk, AF_CB_ERROR_REPORT);
 	}
 	rcu_read_unlock();
 }
