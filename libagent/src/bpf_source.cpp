@@ -600,15 +600,7 @@ void BpfSource::complete(Op *op, int res, unsigned flags)
 
 EventCounters from_kernel(const agentfilt_counters &k, std::uint64_t overflows)
 {
-	EventCounters c;
-	c.data_ready = k.data_ready;
-	c.state_change = k.state_change;
-	c.write_space = k.write_space;
-	c.error_report = k.error_report;
-	c.passed = k.passed;
-	c.coalesced = k.coalesced;
-	std::uint64_t seen = c.data_ready + c.state_change + c.write_space + c.error_report;
-	c.filtered = seen > c.passed ? seen - c.passed : 0;
+	EventCounters c = from_filter(k);
 	c.overflows = overflows;
 	return c;
 }

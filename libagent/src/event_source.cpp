@@ -22,6 +22,20 @@ EventCounters &EventCounters::operator+=(const EventCounters &o)
 	return *this;
 }
 
+EventCounters from_filter(const agentfilt_counters &k)
+{
+	EventCounters c;
+	c.data_ready = k.data_ready;
+	c.state_change = k.state_change;
+	c.write_space = k.write_space;
+	c.error_report = k.error_report;
+	c.passed = k.passed;
+	c.coalesced = k.coalesced;
+	std::uint64_t seen = k.data_ready + k.state_change + k.write_space + k.error_report;
+	c.filtered = seen > k.passed ? seen - k.passed : 0;
+	return c;
+}
+
 bool parse_event_kind(std::string_view s, EventKind &out)
 {
 	if (s == "auto")

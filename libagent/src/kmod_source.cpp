@@ -245,7 +245,7 @@ public:
 		st.flags = AGENTFILT_STATS_FILE;
 		EventCounters c;
 		if (ioctl(dev_, AGENTFILT_IOC_STATS, &st) == 0)
-			c = from_kernel(st.counters);
+			c = from_filter(st.counters);
 		c.completions = completions_;
 		c.bytes = retired_.bytes;
 		for (auto &[fd, w] : by_fd_)
@@ -264,7 +264,7 @@ public:
 		st.token = w.id;
 		EventCounters c;
 		if (ioctl(dev_, AGENTFILT_IOC_STATS, &st) == 0)
-			c = from_kernel(st.counters);
+			c = from_filter(st.counters);
 		c.completions = w.local.completions;
 		c.bytes = w.local.bytes;
 		return c;
@@ -344,19 +344,6 @@ public:
 	void forget(Op *op) { ops_.erase(op); }
 
 private:
-	static EventCounters from_kernel(const agentfilt_counters &k)
-	{
-		EventCounters c;
-		c.data_ready = k.data_ready;
-		c.state_change = k.state_change;
-		c.write_space = k.write_space;
-		c.error_report = k.error_report;
-		c.passed = k.passed;
-		c.coalesced = k.coalesced;
-		std::uint64_t seen = k.data_ready + k.state_change + k.write_space + k.error_report;
-		c.filtered = seen > k.passed ? seen - k.passed : 0;
-		return c;
-	}
 
 	void arm_read()
 	{
