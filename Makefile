@@ -84,11 +84,11 @@ deps:
 	@touch $@
 
 check: .deps-ok
-	$(MAKE) all $(UNIT) $(CHECK_EXTRA)
+	$(MAKE) -j$(shell nproc) all $(UNIT) $(CHECK_EXTRA)
 	bash tests/run.sh
 
 demo: .deps-ok
-	$(MAKE) all
+	$(MAKE) -j$(shell nproc) all
 	bash scripts/demo.sh
 
 install: $(LIB_A) $(LIB_SO)
