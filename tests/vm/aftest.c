@@ -1046,6 +1046,55 @@ static int t_race(void)
 	return 0;
 }
 
+/*
+ * A watched socket whose connect fails may listen afterwards; its children
+ * are clones with our callbacks and no watch. They must get the original
+ * callbacks back and keep working.
+ */
+static int t_clone_of_watched(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in unspec = { .sin_family = AF_UNSPEC };
+	socklen_t len = sizeof(a);
+	int dev = dev_open(), base = live_watches(), l, first, c, d, x, err = 0, r;
+
+	l = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(!bind(l, (void *)&a, sizeof(a)) && !listen(l, 0), "listen");
+	getsockname(l, (void *)&a, &len);
+	first = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(!connect(first, (void *)&a, sizeof(a)), "first connect");
+	msleep(50);
+	c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	r = connect(c, (void *)&a, sizeof(a));
+	CHECK(r < 0 && errno == EINPROGRESS, "connect did not stay in progress");
+	CHECK(watch(dev, c, 1) == 0, "watch in SYN_SENT");
+	close(l);	/* the SYN retransmit meets a closed port */
+	CHECK(wait_event_on(c, POLLOUT, 5000) == 1, "connect did not fail");
+	len = sizeof(err);
+	getsockopt(c, SOL_SOCKET, SO_ERROR, &err, &len);
+	CHECK(err == ECONNREFUSED, "SO_ERROR %d", err);
+	CHECK(!connect(c, (void *)&unspec, sizeof(unspec)), "disconnect: %s", strerror(errno));
+	a.sin_port = 0;
+	CHECK(!listen(c, 8), "listen on the watched socket: %s", strerror(errno));
+	len = sizeof(a);
+	getsockname(c, (void *)&a, &len);
+	d = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(!connect(d, (void *)&a, sizeof(a)), "connect to the clone's parent");
+	fcntl(c, F_SETFL, 0);
+	x = accept(c, NULL, NULL);
+	CHECK(x >= 0, "accept");
+	CHECK(woken_by_peer(d, x), "the clone's reader was not woken");
+	CHECK(woken_by_peer(x, d), "the clone's peer was not woken");
+	CHECK(unwatch(dev, 1) == 0, "unwatch");
+	close(x);
+	close(d);
+	close(c);
+	close(first);
+	close(dev);
+	CHECK(wait_live(base, 1000) == base, "live watches %d", live_watches());
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int smoke = argc > 1 && !strcmp(argv[1], "smoke");
@@ -1085,5 +1134,6 @@ int main(int argc, char **argv)
 	run("lifetime: kill a process with 1,000 watches", t_kill_1000);
 	run("lifetime: 1,000 watch/unwatch cycles under traffic", t_cycles_1000);
 	run("lifetime: watch, unwatch and close racing with traffic (3 s)", t_race);
+	run("lifetime: clones of a watched socket get the original callbacks", t_clone_of_watched);
 	return failures ? 1 : 0;
 }
