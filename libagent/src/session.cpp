@@ -398,14 +398,12 @@ void Session::pump()
 				break;
 			Stream &st = *sp;
 			if (!st.in.empty()) {
-				bool was_blocked = st.blocked;
 				st.blocked = false;
 				std::size_t n = consume(st, st.in);
 				if (closing_)
 					break;
 				st.in.erase(st.in.begin(), st.in.begin() + n);
-				if (n > 0 || was_blocked != st.blocked)
-					progress = progress || n > 0;
+				progress = progress || n > 0;
 			}
 			apply_pause(st);
 			check_stream_eof(st);
@@ -586,7 +584,6 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 	if (closing_)
 		return;
 	closing_ = true;
-	failed_ = true;
 	stats_.sessions_failed++;
 	stats_.active--;
 	log(LogLevel::warn, "{}: {}", tag(), reason);

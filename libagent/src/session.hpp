@@ -170,7 +170,6 @@ private:
 
 	bool started_ = false;
 	bool closing_ = false;
-	bool failed_ = false;
 	bool pumping_ = false;
 	bool freed_ = false;
 };

@@ -29,12 +29,11 @@ struct Watch final : Completion {
 	int fd;
 	StreamReader *reader;
 	bool armed = false;    // a recv is outstanding
-	bool cancelling = false;
 	bool paused = false;
 	bool detached = false; // unwatched: nothing is delivered any more
 	bool busy = false;     // inside on_complete
 	bool kick_pending = false; // a NOP is on its way to deliver held bytes
-	bool cancel_inflight = false;
+	bool cancel_inflight = false; // unwatch()'s cancel has not completed
 	bool ended = false;    // on_end delivered or pending
 	int pending_end = 1;   // 1: none; else the on_end value held while paused
 	std::vector<std::byte> held; // bytes that arrived while paused
@@ -53,7 +52,8 @@ struct Watch final : Completion {
 	} kick{this};
 
 	// unwatch() cancels the recv in flight; a cancel that races with its
-	// completion misses (-ENOENT), and then the completion ends it.
+	// completion misses (-ENOENT), and the completion ends it anyway.
+	// The watch lives until both have come back.
 	struct Cancel final : Completion {
 		Watch *w;
 		explicit Cancel(Watch *watch) : w(watch) {}
@@ -146,14 +146,12 @@ public:
 		sqe->flags |= IOSQE_BUFFER_SELECT;
 		sqe->buf_group = buffers_.group();
 		w->armed = true;
-		w->cancelling = false;
 	}
 
 	void cancel(Watch *w)
 	{
-		if (!w->armed || w->cancelling || w->cancel_inflight)
+		if (!w->armed || w->cancel_inflight)
 			return;
-		w->cancelling = true;
 		w->cancel_inflight = true;
 		io_uring_sqe *sqe = ring_.sqe(&w->canceller);
 		io_uring_prep_cancel(sqe, w, 0);
@@ -189,8 +187,7 @@ void Watch::on_complete(int res, unsigned flags)
 {
 	busy = true;
 	counters.completions++;
-	if (!(flags & IORING_CQE_F_MORE))
-		armed = false;
+	armed = false; // one recv, one completion
 
 	if (res > 0) {
 		auto bytes = src->buffers().data(cqe_buffer_id(flags), res);
@@ -219,8 +216,6 @@ void Watch::on_complete(int res, unsigned flags)
 	// -ECANCELED: unwatched. -ENOBUFS: the pool ran dry for a moment;
 	// buffers return as soon as their bytes are consumed.
 	busy = false;
-	if (armed && detached && !cancelling)
-		src->cancel(this);
 	if (detached) {
 		src->reap(this);
 		return;
@@ -229,12 +224,9 @@ void Watch::on_complete(int res, unsigned flags)
 		src->arm(this);
 }
 
-void Watch::Cancel::on_complete(int res, unsigned)
+void Watch::Cancel::on_complete(int, unsigned)
 {
 	w->cancel_inflight = false;
-	// Missed (the request was between tries): let the next CQE retry.
-	if (res < 0 && w->armed)
-		w->cancelling = false;
 	if (w->detached)
 		w->src->reap(w);
 }
