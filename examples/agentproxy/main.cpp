@@ -28,6 +28,7 @@ struct Options {
 	unsigned buffers = 512;
 	std::size_t buffer_size = 64 * 1024;
 	unsigned stats_interval = 0;
+	std::string data_path = "splice";
 	bool verbose = false, quiet = false;
 };
 
@@ -85,6 +86,11 @@ void add_common(CLI::App *sub, Options &o)
 	sub->add_option("--buffer-size", o.buffer_size, "bytes per receive buffer")
 		->transform(CLI::AsSizeValue(false))
 		->check(CLI::Range(std::size_t(4096), std::size_t(1) << 20))
+		->capture_default_str();
+	sub->add_option("--data-path", o.data_path,
+			"splice: payload moves between sockets through pipes, never copied "
+			"to user space; copy: through the receive buffers")
+		->check(CLI::IsMember({"splice", "copy"}))
 		->capture_default_str();
 	sub->add_option("--stats-interval", o.stats_interval,
 			"print the counters every N seconds (0: only on exit and SIGUSR1)")
@@ -162,6 +168,7 @@ int main(int argc, char **argv)
 	cfg.send_limit = o.send_buffer;
 	cfg.handshake_timeout = std::chrono::milliseconds(o.handshake_ms);
 	cfg.max_sessions = o.max_sessions;
+	cfg.splice = o.data_path == "splice";
 	if (!o.key_file.empty()) {
 		cfg.key = AuthKey::from_file(o.key_file, &err);
 		if (!cfg.key)

@@ -463,6 +463,17 @@ void BpfSource::deliver(std::uint64_t token)
 		int end;
 		if (w->fail) {
 			end = w->fail;
+		} else if (w->reader->pulls()) {
+			depth_++;
+			StreamReader::Pulled p = w->reader->on_readable();
+			depth_--;
+			bytes_ += p.bytes;
+			if (Watch *x = find_token(token)) {
+				x->bytes += p.bytes;
+				if (!p.drained && !x->paused)
+					defer(token);
+			}
+			return;
 		} else {
 			ssize_t n = ::recv(w->fd, buf, kBufSize, MSG_DONTWAIT);
 			if (n > 0) {

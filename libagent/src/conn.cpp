@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include "conn.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 
+#include <cassert>
+#include <cerrno>
 #include <cstring>
 #include <vector>
 
@@ -89,9 +92,101 @@ void Conn::send(std::span<const std::byte> a, std::span<const std::byte> b)
 	kick();
 }
 
+bool Conn::can_send_direct() const
+{
+	return connected_ && !closed_ && !shut_requested_ && !close_when_sent_ && !sending_ &&
+	       blocks_.empty() && !direct_pending() && direct_error_ == 0;
+}
+
+void Conn::send_direct(std::span<const std::byte> head, Pipe pipe)
+{
+	assert(can_send_direct() && head.size() <= kMaxHead);
+	std::memcpy(head_, head.data(), head.size());
+	head_len_ = head.size();
+	head_off_ = 0;
+	pipe_ = std::move(pipe);
+	if (push_direct())
+		Pipe::release(std::move(pipe_));
+}
+
+bool Conn::push_direct()
+{
+	while (head_off_ < head_len_) {
+		// MSG_MORE: the head and the payload leave in one segment.
+		int more = pipe_.bytes() ? MSG_MORE : 0;
+		ssize_t n = ::send(fd_, head_ + head_off_, head_len_ - head_off_,
+				   MSG_DONTWAIT | MSG_NOSIGNAL | more);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n < 0) {
+			fail_later(-errno);
+			return false;
+		}
+		head_off_ += n;
+		bytes_sent_ += n;
+	}
+	if (head_off_ == head_len_) {
+		head_len_ = head_off_ = 0;
+		if (pipe_.bytes()) {
+			ssize_t n = pipe_.drain_to(fd_);
+			if (n > 0)
+				bytes_sent_ += n;
+			else if (n < 0 && n != -EAGAIN) {
+				fail_later(static_cast<int>(n));
+				return false;
+			}
+		}
+	}
+	if (!direct_pending())
+		return true;
+	if (!wait_writable_) {
+		wait_writable_ = true;
+		io_uring_prep_poll_add(ring_.sqe(&writable_op_), fd_, POLLOUT);
+		inflight_++;
+	}
+	return false;
+}
+
+// A failed direct send is reported from a completion, as every other
+// failure is: the caller of send_direct() may not be re-entered.
+void Conn::fail_later(int err)
+{
+	head_len_ = head_off_ = 0;
+	pipe_ = Pipe();
+	direct_error_ = err;
+	io_uring_prep_nop(ring_.sqe(&failed_op_));
+	inflight_++;
+}
+
+void Conn::on_failed(int, unsigned)
+{
+	inflight_--;
+	if (!closed_)
+		owner_.conn_failed(*this, direct_error_);
+	owner_.conn_op_done(*this);
+}
+
+void Conn::on_writable(int, unsigned)
+{
+	inflight_--;
+	wait_writable_ = false;
+	if (closed_) {
+		owner_.conn_op_done(*this);
+		return;
+	}
+	if (direct_pending() && push_direct()) {
+		Pipe::release(std::move(pipe_));
+		kick();
+		owner_.conn_sent(*this);
+	}
+	owner_.conn_op_done(*this);
+}
+
 void Conn::kick()
 {
-	if (sending_ || !connected_ || closed_)
+	if (sending_ || !connected_ || closed_ || direct_pending() || direct_error_)
 		return;
 	if (blocks_.empty()) {
 		if (close_when_sent_) {
@@ -181,6 +276,13 @@ void Conn::close(bool reset)
 	// A sendmsg in flight still points into the blocks: free them after it.
 	if (!sending_)
 		drop_blocks();
+	head_len_ = head_off_ = 0;
+	pipe_ = Pipe();
+	// A POLLOUT in flight holds a reference to the socket: without the
+	// remove, a peer that never reads would keep it (and us) forever.
+	if (wait_writable_)
+		io_uring_prep_poll_remove(ring_.sqe(nullptr),
+					  reinterpret_cast<std::uintptr_t>(&writable_op_));
 	io_uring_sqe *sqe = ring_.sqe(&close_op_);
 	io_uring_prep_close(sqe, fd_);
 	inflight_++;
@@ -191,7 +293,7 @@ void Conn::close_when_sent()
 	if (closed_)
 		return;
 	close_when_sent_ = true;
-	if (!sending_ && (blocks_.empty() || !connected_))
+	if (!sending_ && ((blocks_.empty() && !direct_pending()) || !connected_))
 		close(false);
 }
 

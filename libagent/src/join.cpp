@@ -6,7 +6,10 @@
 #include "agent/log.hpp"
 #include "session.hpp"
 
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <unordered_map>
 
@@ -36,6 +39,9 @@ public:
 		full_logged_ = false;
 		auto st = std::make_unique<Stream>(agent_, this, fd, true, 0);
 		st->peer = peer_address(fd);
+		// Pull mode reads exactly the HELLO, so that the session reads
+		// everything after it itself (and splices its payloads).
+		st->pull = cfg_.splice && set_nonblocking(fd);
 		Stream *p = st.get();
 		pending_.emplace(p, std::move(st));
 		p->watch();
@@ -67,6 +73,31 @@ public:
 		if (cfg_.key && !cfg_.key->verify(hello))
 			return refuse(st, "HELLO failed authentication (bad or missing HMAC)");
 		attach(st, hello, need);
+	}
+
+	// Pull mode: reads the header, then the rest of the HELLO, never more.
+	StreamReader::Pulled stream_readable(Stream &st) override
+	{
+		constexpr std::size_t need = wire::kHeaderSize + wire::kHelloSize;
+		StreamReader::Pulled r;
+		while (pending_.count(&st)) {
+			std::byte buf[need];
+			std::size_t want = (st.in.size() < wire::kHeaderSize ? wire::kHeaderSize
+									   : need) -
+					   st.in.size();
+			ssize_t n = ::recv(st.conn.fd(), buf, want, MSG_DONTWAIT);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && errno == EAGAIN)
+				break;
+			if (n <= 0) {
+				stream_end(st, n == 0 ? 0 : -errno);
+				break;
+			}
+			r.bytes += n;
+			stream_data(st, {buf, static_cast<std::size_t>(n)});
+		}
+		return r;
 	}
 
 	void attach(Stream &st, const wire::Hello &hello, std::size_t used)

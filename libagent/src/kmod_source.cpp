@@ -388,6 +388,15 @@ private:
 				defer(id); // let other sockets have a turn
 				break;
 			}
+			if (w->reader->pulls()) {
+				StreamReader::Pulled p = w->reader->on_readable();
+				if ((w = find_id(id))) {
+					w->local.bytes += p.bytes;
+					if (!p.drained && !w->paused)
+						defer(id);
+				}
+				break;
+			}
 			ssize_t n = ::recv(w->fd, buf, kRecvSize, MSG_DONTWAIT);
 			if (n > 0) {
 				w->local.bytes += n;

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -109,5 +110,19 @@ static std::string name_of(int fd, bool peer)
 
 std::string local_address(int fd) { return name_of(fd, false); }
 std::string peer_address(int fd) { return name_of(fd, true); }
+
+bool was_reset(int fd)
+{
+	tcp_info ti{};
+	socklen_t len = sizeof(ti);
+	// A FIN leaves CLOSE_WAIT (or later states); a reset, CLOSE.
+	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_CLOSE;
+}
+
+bool set_nonblocking(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	return fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
+}
 
 } // namespace agent

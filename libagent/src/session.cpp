@@ -81,6 +81,7 @@ void Session::start_stripe(int client_fd, const Address &peer)
 {
 	plain_ = std::make_unique<Conn>(agent_.ring(), *this, client_fd, true);
 	plain_name_ = "client " + peer_address(client_fd);
+	splice_ = cfg_.splice && set_nonblocking(client_fd);
 	for (unsigned i = 0; i < count_; i++) {
 		int fd = socket_for(peer);
 		if (fd < 0) {
@@ -90,6 +91,7 @@ void Session::start_stripe(int client_fd, const Address &peer)
 		}
 		auto st = std::make_unique<Stream>(agent_, this, fd, false, i);
 		st->peer = peer.str();
+		st->pull = splice_; // O_NONBLOCK once connected
 		st->conn.connect(peer);
 		wire::Hello hello;
 		hello.session = id_;
@@ -136,6 +138,7 @@ void Session::start_target(const Address &target)
 	}
 	plain_ = std::make_unique<Conn>(agent_.ring(), *this, fd, false);
 	plain_name_ = "target " + target.str();
+	splice_ = cfg_.splice; // O_NONBLOCK once connected
 	plain_->connect(target);
 	started_ = true;
 	for (auto &st : streams_)
@@ -205,6 +208,14 @@ void Session::update_plain_pause()
 		least = std::min(least, st ? st->conn.queued() : 0);
 	bool full = least >= cfg_.send_limit;
 	bool roomy = least < cfg_.send_limit / 2;
+	if (splice_) {
+		// Spliced: a stream takes one frame at a time.
+		bool any = false;
+		for (auto &st : streams_)
+			any = any || st->conn.can_send_direct();
+		full = !any;
+		roomy = any;
+	}
 	if (app_) {
 		// An application cannot be paused: stop feeding it instead.
 		update_ingress_pause();
@@ -248,9 +259,14 @@ void Session::stream_data(Stream &st, std::span<const std::byte> bytes)
 {
 	if (closing_)
 		return;
-	if (!started_) {
+	if (!started_ || st.pull) {
+		// In pull mode these are bytes a source read before the mode
+		// changed: they come first.
 		st.in.insert(st.in.end(), bytes.begin(), bytes.end());
-		st.pause();
+		if (!started_)
+			st.pause();
+		else
+			stream_readable(st);
 		return;
 	}
 	if (st.in.empty()) {
@@ -397,7 +413,13 @@ void Session::pump()
 			if (closing_)
 				break;
 			Stream &st = *sp;
-			if (!st.in.empty()) {
+			if (st.pull) {
+				// Read again if what stopped it fits now.
+				if (st.blocked && st.head &&
+				    (st.head->seq == rx_.next() ||
+				     rx_.held_bytes() + st.head->length <= rx_.budget()))
+					st.blocked = false;
+			} else if (!st.in.empty()) {
 				st.blocked = false;
 				std::size_t n = consume(st, st.in);
 				if (closing_)
@@ -414,7 +436,7 @@ void Session::pump()
 
 void Session::apply_pause(Stream &st)
 {
-	bool want = !started_ || ingress_paused_ || st.blocked;
+	bool want = !started_ || ingress_paused_ || st.blocked || st.parked;
 	if (want)
 		st.pause();
 	else
@@ -438,18 +460,27 @@ void Session::check_stream_eof(Stream &st)
 void Session::update_ingress_pause()
 {
 	std::size_t q = 0;
-	if (plain_) {
-		q = plain_->queued();
-	} else if (app_) {
-		q = SIZE_MAX;
-		for (auto &st : streams_)
-			q = std::min(q, st->conn.queued());
+	bool over, under;
+	if (pipes_data()) {
+		// Spliced: one pipe at a time goes to the plain socket.
+		over = plain_->queued() > 0 || !plain_->connected();
+		under = !over;
+	} else {
+		if (plain_) {
+			q = plain_->queued();
+		} else if (app_) {
+			q = SIZE_MAX;
+			for (auto &st : streams_)
+				q = std::min(q, st->conn.queued());
+		}
+		over = q >= cfg_.send_limit;
+		under = q < cfg_.send_limit / 2;
 	}
 	bool was = ingress_paused_;
-	if (!ingress_paused_ && q >= cfg_.send_limit) {
+	if (!ingress_paused_ && over) {
 		ingress_paused_ = true;
 		stats_.backpressure_pauses++;
-	} else if (ingress_paused_ && q < cfg_.send_limit / 2) {
+	} else if (ingress_paused_ && under) {
 		ingress_paused_ = false;
 	}
 	if (was != ingress_paused_)
@@ -488,8 +519,11 @@ void Session::stream_conn_event(Stream &st)
 		} else {
 			if (st.connected_event) {
 				st.connected_event = false;
+				if (st.pull)
+					set_nonblocking(st.conn.fd());
 				st.watch();
 				apply_pause(st);
+				update_plain_pause();
 			}
 			if (st.sent_event) {
 				st.sent_event = false;
@@ -507,8 +541,11 @@ void Session::conn_connected(Conn &)
 {
 	if (closing_)
 		return;
+	if (splice_)
+		splice_ = set_nonblocking(plain_->fd());
 	plain_watching_ = true;
 	agent_.events().watch(plain_->fd(), *this);
+	update_ingress_pause();
 	log(LogLevel::debug, "{}: connected to {}", tag(), plain_name_);
 }
 

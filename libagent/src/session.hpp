@@ -12,6 +12,7 @@
 #include "conn.hpp"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,8 @@ public:
 	virtual void stream_data(Stream &st, std::span<const std::byte> bytes) = 0;
 	virtual void stream_end(Stream &st, int err) = 0;
 	virtual void stream_conn_event(Stream &st) = 0; // an op of st.conn completed
+	// Pull mode: data arrived; the handler reads it (see StreamReader).
+	virtual StreamReader::Pulled stream_readable(Stream &st) = 0;
 
 protected:
 	~StreamHandler() = default;
@@ -39,6 +42,8 @@ public:
 
 	void on_data(std::span<const std::byte> bytes) override { handler->stream_data(*this, bytes); }
 	void on_end(int err) override { handler->stream_end(*this, err); }
+	bool pulls() const override { return pull; }
+	Pulled on_readable() override { return handler->stream_readable(*this); }
 	void conn_connected(Conn &) override;
 	void conn_sent(Conn &) override;
 	void conn_failed(Conn &, int err) override;
@@ -55,6 +60,16 @@ public:
 	unsigned index;
 	std::string peer;
 	std::vector<std::byte> in; // received, not yet consumed
+
+	// Pull mode: the handler reads the socket itself, a frame at a time.
+	bool pull = false;
+	std::byte head_buf[wire::kHeaderSize];
+	std::size_t head_have = 0;          // bytes of head_buf filled
+	std::optional<wire::Header> head;   // the frame being read
+	std::size_t payload_left = 0;       // its payload bytes still unread
+	std::vector<std::byte> payload;     // payloads that are read into memory
+	bool parked = false;  // its DATA frame waits for the frames before it
+
 	std::uint64_t last_seq = 0;
 	bool any_data = false;
 	bool fin_seen = false;  // the peer's FIN frame arrived on this stream
@@ -113,8 +128,12 @@ public:
 	void stream_end(Stream &st, int err) override;
 	void stream_conn_event(Stream &st) override;
 
+	Pulled stream_readable(Stream &st) override;
+
 	// StreamReader + ConnOwner (the plain socket)
 	void on_data(std::span<const std::byte> bytes) override { send_up(bytes); }
+	bool pulls() const override { return splice_; }
+	Pulled on_readable() override { return plain_pull(); }
 	void on_end(int err) override { plain_read_ended(err); }
 	void conn_connected(Conn &) override;
 	void conn_sent(Conn &) override;
@@ -122,6 +141,15 @@ public:
 	void conn_op_done(Conn &) override { maybe_free(); }
 
 private:
+	// The zero-copy path (session_pull.cpp).
+	Pulled plain_pull();
+	bool pull_frame(Stream &st, Pulled &r);
+	ssize_t pull_bytes(Stream &st, std::byte *dst, std::size_t n);
+	ssize_t pull_payload(Stream &st, Pipe &pipe, std::size_t n);
+	void pull_failed(Stream &st, ssize_t res, bool inside_frame);
+	void data_done(Stream &st, std::uint64_t seq);
+	bool pipes_data() const { return splice_ && plain_ != nullptr; }
+
 	void send_up(std::span<const std::byte> bytes);
 	void send_frame(Stream &st, wire::Type type, std::uint64_t seq,
 			std::span<const std::byte> payload);
@@ -157,6 +185,10 @@ private:
 	bool plain_paused_ = false;
 	std::unique_ptr<SessionApp> app_;
 	std::string plain_name_;
+	// Zero-copy: the plain socket's bytes are spliced, not copied; its
+	// streams are read a frame at a time (pull mode).
+	bool splice_ = false;
+	Stream *rx_due_ = nullptr; // unparked: its frame is next in sequence
 
 	// plain -> streams
 	Scheduler sched_;

@@ -10,6 +10,10 @@
 // measured: 12 MB piled up behind a pause). Re-arming makes pause() exact
 // (at most one buffer arrives after it) and costs one SQE per buffer,
 // submitted in the same io_uring_enter as everything else.
+//
+// In pull mode (StreamReader::pulls()) the recv is a one-byte MSG_PEEK into
+// the watch: its completion says data arrived without taking any, and the
+// reader splices the bytes itself.
 #include "sources.hpp"
 
 #include <cerrno>
@@ -29,6 +33,8 @@ struct Watch final : Completion {
 	int fd;
 	StreamReader *reader;
 	bool armed = false;    // a recv is outstanding
+	bool peeking = false;  // ... and it is a pull mode MSG_PEEK
+	std::byte peek_byte{};
 	bool paused = false;
 	bool detached = false; // unwatched: nothing is delivered any more
 	bool busy = false;     // inside on_complete
@@ -42,6 +48,8 @@ struct Watch final : Completion {
 	Watch(UringSource *s, int f, StreamReader *r) : src(s), fd(f), reader(r) {}
 	void on_complete(int res, unsigned flags) override;
 	void on_kick();
+	void pull(int res);
+	void queue_kick();
 
 	// Completes the NOP that resume() queues so held bytes are delivered
 	// from the ring, never from inside resume().
@@ -99,11 +107,9 @@ public:
 		if (!w || !w->paused)
 			return;
 		w->paused = false;
-		if (!w->held.empty() || w->pending_end != 1) {
-			if (!w->kick_pending) {
-				w->kick_pending = true;
-				io_uring_prep_nop(ring_.sqe(&w->kick));
-			}
+		// A pull mode reader may have left bytes in the socket.
+		if (!w->held.empty() || w->pending_end != 1 || w->reader->pulls()) {
+			w->queue_kick();
 			return;
 		}
 		if (!w->armed && !w->ended)
@@ -142,11 +148,18 @@ public:
 	void arm(Watch *w)
 	{
 		io_uring_sqe *sqe = ring_.sqe(w);
-		io_uring_prep_recv(sqe, w->fd, nullptr, buffers_.buffer_size(), 0);
-		sqe->flags |= IOSQE_BUFFER_SELECT;
-		sqe->buf_group = buffers_.group();
+		w->peeking = w->reader->pulls();
+		if (w->peeking) {
+			io_uring_prep_recv(sqe, w->fd, &w->peek_byte, 1, MSG_PEEK);
+		} else {
+			io_uring_prep_recv(sqe, w->fd, nullptr, buffers_.buffer_size(), 0);
+			sqe->flags |= IOSQE_BUFFER_SELECT;
+			sqe->buf_group = buffers_.group();
+		}
 		w->armed = true;
 	}
+
+	Ring &ring() { return ring_; }
 
 	void cancel(Watch *w)
 	{
@@ -183,11 +196,49 @@ private:
 	EventCounters retired_;
 };
 
-void Watch::on_complete(int res, unsigned flags)
+void Watch::queue_kick()
+{
+	if (!kick_pending) {
+		kick_pending = true;
+		io_uring_prep_nop(src->ring().sqe(&kick));
+	}
+}
+
+// A pull mode turn: the reader reads for itself. res is what the peek
+// returned (1 for a turn that no peek started).
+void Watch::pull(int res)
 {
 	busy = true;
+	counters.passed++;
+	StreamReader::Pulled p = reader->on_readable();
+	counters.bytes += p.bytes;
+	busy = false;
+	if (detached || paused || ended)
+		return;
+	if (!p.drained)
+		queue_kick(); // after the other completions of this batch
+	else if (res <= 0)
+		ended = true; // the reader met the end or the error itself
+	else if (!armed)
+		src->arm(this);
+}
+
+void Watch::on_complete(int res, unsigned flags)
+{
 	counters.completions++;
 	armed = false; // one recv, one completion
+	if (peeking) {
+		peeking = false;
+		if (res > 0)
+			counters.data_ready++;
+		// Paused: resume() gives the reader a turn. Nothing was taken.
+		if (!detached && !paused && !kick_pending && !ended && res != -ECANCELED)
+			pull(res == -ENOBUFS ? 1 : res);
+		if (detached)
+			src->reap(this);
+		return;
+	}
+	busy = true;
 
 	if (res > 0) {
 		auto bytes = src->buffers().data(cqe_buffer_id(flags), res);
@@ -250,12 +301,13 @@ void Watch::on_kick()
 		reader->on_end(e);
 	}
 	busy = false;
-	if (detached) {
-		src->reap(this);
-		return;
-	}
-	if (!armed && !paused && !ended)
+	if (!detached && !paused && !ended && reader->pulls()) {
+		pull(1);
+	} else if (!detached && !armed && !paused && !ended) {
 		src->arm(this);
+	}
+	if (detached)
+		src->reap(this);
 }
 
 } // namespace

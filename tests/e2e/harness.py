@@ -17,6 +17,10 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+# The event source and data path every agentproxy of a run uses (run.py
+# --events / --data-path; the suites run the traffic cases with each).
+EVENTS = os.environ.get("E2E_EVENTS", "uring")
+DATA_PATH = os.environ.get("E2E_DATA_PATH", "splice")
 AGENTPROXY = os.path.join(BUILD, "agentproxy")
 ECHO_SERVER = os.path.join(BUILD, "echo_server")
 LOGDIR = os.path.join(BUILD, "test-logs", "e2e")
@@ -379,7 +383,8 @@ class Env:
         for _ in range(5 if port is None else 40):
             lp = port or free_port()
             argv = [AGENTPROXY, mode, "--listen", "%s:%d" % (HOST, lp),
-                    remote_flag, "%s:%d" % (HOST, remote_port), "--events", "uring"] + list(extra)
+                    remote_flag, "%s:%d" % (HOST, remote_port), "--events", EVENTS,
+                    "--data-path", DATA_PATH] + list(extra)
             p = self.proc(name, argv)
             try:
                 p.wait_for("listening on", timeout=15)

@@ -4,10 +4,14 @@
 processes on loopback, TAP on stdout (`ok N - name`, `not ok N - name`).
 Exits non-zero if anything failed.
 
-  python3 tests/e2e/run.py [-k SUBSTRING]... [--list]
+  python3 tests/e2e/run.py [-k SUBSTRING]... [-x SUBSTRING]... [--root] [--list]
+
+-k runs only the tests whose name has SUBSTRING, -x leaves those out;
+--root skips the run (with a printed reason) unless it runs as root.
 
 Logs of every process are kept under build/test-logs/e2e/<test>/.
-Environment: BUILD (default build), E2E_BIG_MIB (default 256)."""
+Environment: BUILD (default build), E2E_BIG_MIB (default 256), E2E_EVENTS
+(default uring), E2E_DATA_PATH (splice or copy; default splice)."""
 
 import os
 import sys
@@ -125,20 +129,30 @@ def snapshot_binaries():
 
 
 def main(argv):
-    only = []
-    listing = False
+    only, leave = [], []
+    listing = need_root = False
     i = 0
     while i < len(argv):
-        if argv[i] == "-k" and i + 1 < len(argv):
-            only.append(argv[i + 1])
+        if argv[i] in ("-k", "-x") and i + 1 < len(argv):
+            (only if argv[i] == "-k" else leave).append(argv[i + 1])
             i += 2
-        elif argv[i] == "--list":
-            listing = True
+        elif argv[i] in ("--list", "--root"):
+            listing = listing or argv[i] == "--list"
+            need_root = need_root or argv[i] == "--root"
             i += 1
         else:
-            print("usage: run.py [-k SUBSTRING]... [--list]", file=sys.stderr)
+            print("usage: run.py [-k SUBSTRING]... [-x SUBSTRING]... [--root] [--list]",
+                  file=sys.stderr)
             return 2
-    tests = [t for t in all_tests() if not only or any(o in t[0] for o in only)]
+    tests = [t for t in all_tests() if (not only or any(o in t[0] for o in only))
+             and not any(x in t[0] for x in leave)]
+    variant = "" if (harness.EVENTS, harness.DATA_PATH) == ("uring", "splice") else \
+        "[events %s, %s] " % (harness.EVENTS, harness.DATA_PATH)
+    tests = [(variant + t[0],) + tuple(t[1:]) for t in tests]
+    if need_root and os.geteuid() != 0 and not listing:
+        print("1..1\nok 1 - e2e %s# SKIP needs root (the %s event source)"
+              % (variant, harness.EVENTS), flush=True)
+        return 0
     if listing:
         for t in tests:
             print(t[0])

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 // The event path: something that learns that data arrived on a socket and
 // hands the bytes to the socket's reader. Three implementations:
-//   uring - multishot recv into a provided-buffer ring (no privilege);
+//   uring - a recv into a provided-buffer ring (no privilege), re-armed;
 //   kmod  - agentfilt.ko events read from /dev/agentfilt, then recv;
 //   bpf   - agentfilt.bpf.c ring-buffer records, then recv.
-// None of them polls a socket before reading it.
+// None of them polls a socket before reading it. In pull mode the reader
+// does the read itself (uring: a one-byte MSG_PEEK recv is the event).
 #pragma once
 
 #include "agent/ring.hpp"
@@ -28,6 +29,20 @@ public:
 	// The socket will deliver nothing more: err is 0 for an orderly end of
 	// stream (peer shut down its write side), else a negative errno.
 	virtual void on_end(int err) = 0;
+
+	// Pull mode, for a reader that moves the bytes itself (splice into a
+	// pipe, no copy): while pulls() is true the source calls on_readable()
+	// when data has arrived instead of reading for it, and the reader
+	// learns of the end of stream from its own read. Bytes a source had
+	// already read when the mode changed still come through on_data().
+	struct Pulled {
+		std::size_t bytes = 0; // bytes the reader took
+		bool drained = true;   // false: it stopped early, wants another turn
+	};
+	virtual bool pulls() const { return false; }
+	// The reader reads (without waiting) until EAGAIN, end of stream, an
+	// error, a budget or a pause of its own.
+	virtual Pulled on_readable() { return {}; }
 
 protected:
 	~StreamReader() = default;

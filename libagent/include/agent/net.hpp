@@ -30,6 +30,11 @@ std::optional<Address> parse_address(std::string_view s, std::string *err);
 int listen_tcp(const Address &a, int backlog = 1024);
 // A non-connected TCP socket for a, ready for IORING_OP_CONNECT, or -errno.
 int socket_for(const Address &a);
+// Sets O_NONBLOCK (what splice(2) looks at on a socket); false on failure.
+bool set_nonblocking(int fd);
+// After a read returned end of stream: true if the connection was reset,
+// not closed (the reset's error may have gone to another call, a send).
+bool was_reset(int fd);
 // The address of a local socket.
 std::string local_address(int fd);
 std::string peer_address(int fd);

@@ -26,6 +26,9 @@ struct SessionConfig {
 	std::chrono::milliseconds handshake_timeout{5000};
 	unsigned max_sessions = 4096;                // join: sessions and pending streams
 	std::optional<AuthKey> key;
+	// Splice payload bytes between the sockets and the streams through
+	// pipes (no copy in user space); false copies them through buffers.
+	bool splice = true;
 };
 
 struct ProxyStats {

@@ -37,6 +37,7 @@ public:
 	std::size_t held_bytes() const { return held_; }
 	std::size_t held_frames() const { return frames_.size(); }
 	std::size_t budget() const { return budget_; }
+	std::uint64_t window() const { return window_; }
 
 private:
 	std::size_t budget_;

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: MIT
+#include "pipe.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+namespace agent {
+namespace {
+
+// Enough for the pipes in use at once by a busy thread; more are closed.
+constexpr std::size_t kPoolCap = 64;
+thread_local std::vector<Pipe> g_pipes;
+
+} // namespace
+
+Pipe::Pipe(Pipe &&o) noexcept : rd_(o.rd_), wr_(o.wr_), bytes_(o.bytes_)
+{
+	o.rd_ = o.wr_ = -1;
+	o.bytes_ = 0;
+}
+
+Pipe &Pipe::operator=(Pipe &&o) noexcept
+{
+	if (this != &o) {
+		close_fds();
+		rd_ = o.rd_;
+		wr_ = o.wr_;
+		bytes_ = o.bytes_;
+		o.rd_ = o.wr_ = -1;
+		o.bytes_ = 0;
+	}
+	return *this;
+}
+
+Pipe::~Pipe() { close_fds(); }
+
+void Pipe::close_fds()
+{
+	if (rd_ >= 0) {
+		::close(rd_);
+		::close(wr_);
+	}
+	rd_ = wr_ = -1;
+	bytes_ = 0;
+}
+
+Pipe Pipe::acquire(std::size_t capacity)
+{
+	if (!g_pipes.empty()) {
+		Pipe p = std::move(g_pipes.back());
+		g_pipes.pop_back();
+		return p;
+	}
+	int fds[2];
+	Pipe p;
+	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
+		return p;
+	p.rd_ = fds[0];
+	p.wr_ = fds[1];
+	// A larger pipe takes a whole frame's worth of socket buffers per
+	// splice. Past /proc/sys/fs/pipe-max-size or the per-user page limit
+	// this fails, and the default 16 slots still work, in smaller steps.
+	int saved = errno;
+	fcntl(p.wr_, F_SETPIPE_SZ, static_cast<int>(capacity));
+	errno = saved;
+	return p;
+}
+
+void Pipe::release(Pipe p)
+{
+	if (p.valid() && p.bytes_ == 0 && g_pipes.size() < kPoolCap)
+		g_pipes.push_back(std::move(p));
+}
+
+ssize_t Pipe::fill_from(int fd, std::size_t n)
+{
+	for (;;) {
+		ssize_t r = splice(fd, nullptr, wr_, nullptr, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (r > 0)
+			bytes_ += r;
+		if (r >= 0)
+			return r;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+ssize_t Pipe::fill_copy(const void *data, std::size_t n)
+{
+	for (;;) {
+		ssize_t r = ::write(wr_, data, n);
+		if (r > 0)
+			bytes_ += r;
+		if (r >= 0)
+			return r;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+ssize_t Pipe::drain_to(int fd)
+{
+	std::size_t moved = 0;
+	while (bytes_ > 0) {
+		ssize_t r = splice(rd_, nullptr, fd, nullptr, bytes_,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (r > 0) {
+			bytes_ -= r;
+			moved += r;
+			continue;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (moved > 0 && r < 0 && errno == EAGAIN)
+			break;
+		return r < 0 ? -errno : -EPIPE;
+	}
+	return static_cast<ssize_t>(moved);
+}
+
+} // namespace agent

@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: MIT
+// Pipes for the zero-copy data path. splice(2) moves bytes between a socket
+// and a pipe by reference to the socket buffers' pages; two splices through
+// a pipe relay a socket's bytes to another socket with no copy at all.
+// Each agent thread keeps a few empty pipes for reuse: a session holds one
+// only while bytes sit in it.
+#pragma once
+
+#include <cstddef>
+#include <sys/types.h>
+
+namespace agent {
+
+class Pipe {
+public:
+	Pipe() = default;
+	Pipe(Pipe &&o) noexcept;
+	Pipe &operator=(Pipe &&o) noexcept;
+	Pipe(const Pipe &) = delete;
+	Pipe &operator=(const Pipe &) = delete;
+	~Pipe();
+
+	// An empty pipe from this thread's pool, or a new one of about
+	// capacity bytes. Invalid (and errno set) when none can be made.
+	static Pipe acquire(std::size_t capacity);
+	// Returns an empty pipe to the pool; closes one that holds bytes.
+	static void release(Pipe p);
+
+	bool valid() const { return rd_ >= 0; }
+	// Bytes in the pipe (as counted by the splices below).
+	std::size_t bytes() const { return bytes_; }
+
+	// Moves up to n bytes from socket fd into the pipe, without waiting.
+	// Returns the bytes moved, 0 at end of stream, or -errno (-EAGAIN:
+	// nothing to read now, or no room in the pipe).
+	ssize_t fill_from(int fd, std::size_t n);
+	// Copies bytes into the pipe (what a source had already read).
+	ssize_t fill_copy(const void *data, std::size_t n);
+	// Moves the pipe's bytes into socket fd, without waiting: bytes moved
+	// or -errno (-EAGAIN: the socket has no room).
+	ssize_t drain_to(int fd);
+
+private:
+	void close_fds();
+
+	int rd_ = -1, wr_ = -1;
+	std::size_t bytes_ = 0;
+};
+
+} // namespace agent

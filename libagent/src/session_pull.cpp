@@ -1,0 +1,296 @@
+// SPDX-License-Identifier: MIT
+// A session's zero-copy path. The plain socket's bytes are spliced into a
+// pipe, a frame header is sent, and the pipe is spliced into the stream the
+// scheduler picks. Streams are read a frame at a time: the header with a
+// 16-byte recv, then the DATA payload spliced into a pipe and on into the
+// plain socket. Frames are not reordered in memory: a stream whose next
+// DATA frame is not the next in sequence is simply not read (parked) until
+// its turn comes, and its bytes wait in its socket's receive buffer. The
+// frame that is due is always at the head of some stream, since each
+// stream carries its frames in order, so parking cannot deadlock.
+#include "session.hpp"
+
+#include "agent/log.hpp"
+
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <linux/sockios.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace agent {
+namespace {
+
+// Bytes one turn of a reader moves before letting other sockets go first.
+constexpr std::size_t kTurnBudget = 1 << 20;
+
+// Unsent bytes in a socket's send queue: what the scheduler balances.
+std::size_t send_queue(int fd)
+{
+	int n = 0;
+	return ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
+} // namespace
+
+// ---- plain socket -> streams ------------------------------------------------
+
+StreamReader::Pulled Session::plain_pull()
+{
+	Pulled r;
+	while (!closing_ && !tx_fin_) {
+		if (r.bytes >= kTurnBudget) {
+			r.drained = false;
+			break;
+		}
+		std::size_t queued[wire::kMaxStreams];
+		bool any = false;
+		for (unsigned i = 0; i < count_; i++) {
+			Stream &st = *streams_[i];
+			queued[i] = SIZE_MAX;
+			if (st.conn.can_send_direct()) {
+				queued[i] = count_ > 1 ? send_queue(st.conn.fd()) : 0;
+				any = true;
+			}
+		}
+		if (!any) {
+			// Every stream still holds a frame (or is connecting):
+			// read again once one has room (update_plain_pause).
+			update_plain_pause();
+			break;
+		}
+		std::size_t pick = sched_.pick({queued, count_});
+		Pipe pipe = Pipe::acquire(cfg_.chunk);
+		if (!pipe.valid()) {
+			abort(wire::ErrorCode::internal,
+			      fmt::format("cannot create a pipe: {}", strerror(errno)));
+			break;
+		}
+		ssize_t n = pipe.fill_from(plain_->fd(), cfg_.chunk);
+		// With our side still open, only a reset leaves the socket
+		// CLOSE at end of stream.
+		if (n == 0 && !plain_->write_shut() && was_reset(plain_->fd()))
+			n = -ECONNRESET;
+		if (n <= 0) {
+			Pipe::release(std::move(pipe));
+			if (n != -EAGAIN)
+				plain_read_ended(static_cast<int>(n));
+			break;
+		}
+		r.bytes += n;
+		stats_.bytes_in += n;
+		std::byte hdr[wire::kHeaderSize];
+		wire::Header h;
+		h.type = wire::Type::data;
+		h.length = static_cast<std::uint32_t>(n);
+		h.seq = tx_seq_++;
+		wire::encode_header(h, hdr);
+		streams_[pick]->conn.send_direct(hdr, std::move(pipe));
+		stats_.frames_sent++;
+	}
+	return r;
+}
+
+// ---- streams -> plain socket ------------------------------------------------
+
+StreamReader::Pulled Session::stream_readable(Stream &st)
+{
+	Pulled r;
+	// Follows the sequence: when a frame is done and the next one heads a
+	// stream parked earlier, that stream is read now, not on its event.
+	Stream *cur = &st;
+	while (!closing_ && started_ && !ingress_paused_) {
+		if (r.bytes >= kTurnBudget) {
+			r.drained = cur == &st;
+			break;
+		}
+		if (!cur->eof && !cur->parked && pull_frame(*cur, r))
+			continue;
+		Stream *due = rx_due_;
+		rx_due_ = nullptr;
+		if (!due || due == cur || due->parked || due->eof)
+			break;
+		apply_pause(*cur);
+		cur = due;
+	}
+	rx_due_ = nullptr;
+	if (!closing_) {
+		apply_pause(*cur);
+		apply_pause(st);
+	}
+	return r;
+}
+
+// Reads the stream's next frame, or as much of it as is there. True when
+// it may be called again at once.
+bool Session::pull_frame(Stream &st, Pulled &r)
+{
+	if (!st.head) {
+		ssize_t n = pull_bytes(st, st.head_buf + st.head_have,
+				       wire::kHeaderSize - st.head_have);
+		if (n <= 0) {
+			pull_failed(st, n, st.head_have > 0);
+			return false;
+		}
+		r.bytes += n;
+		st.head_have += n;
+		if (st.head_have < wire::kHeaderSize)
+			return true;
+		st.head_have = 0;
+		wire::Header h;
+		auto s = wire::decode_header(std::span(st.head_buf), h);
+		if (s != wire::Status::ok) {
+			abort(wire::ErrorCode::protocol,
+			      fmt::format("stream {} from {}: bad frame: {}", st.index, st.peer,
+					  wire::describe(s)));
+			return false;
+		}
+		if (h.type == wire::Type::data) {
+			std::string bad;
+			bool twice = h.seq < rx_.next() || (st.any_data && h.seq <= st.last_seq);
+			for (auto &o : streams_)
+				twice = twice || (o->head && o->head->type == wire::Type::data &&
+						  o->head->seq == h.seq);
+			if (st.fin_seen || (rx_fin_seq_ && h.seq >= *rx_fin_seq_))
+				bad = fmt::format("DATA seq {} after FIN", h.seq);
+			else if (twice)
+				bad = fmt::format("duplicate DATA seq {}", h.seq);
+			else if (h.seq - rx_.next() >= rx_.window())
+				bad = fmt::format("DATA seq {} outside the window (next {})", h.seq,
+						  rx_.next());
+			if (!bad.empty()) {
+				abort(wire::ErrorCode::protocol,
+				      fmt::format("stream {} from {}: {}", st.index, st.peer, bad));
+				return false;
+			}
+		}
+		st.head = h;
+		st.payload_left = h.length;
+		st.payload.clear();
+	}
+	const wire::Header h = *st.head;
+	if (h.type == wire::Type::data && pipes_data()) {
+		if (h.seq != rx_.next()) {
+			st.parked = true; // data_done() unparks it in its turn
+			return false;
+		}
+		if (st.payload_left > 0) {
+			if (!plain_->can_send_direct()) {
+				update_ingress_pause(); // resumes on conn_sent
+				return false;
+			}
+			Pipe pipe = Pipe::acquire(wire::kMaxPayload);
+			if (!pipe.valid()) {
+				abort(wire::ErrorCode::internal,
+				      fmt::format("cannot create a pipe: {}", strerror(errno)));
+				return false;
+			}
+			ssize_t n = pull_payload(st, pipe, st.payload_left);
+			if (n <= 0) {
+				Pipe::release(std::move(pipe));
+				pull_failed(st, n, true);
+				return false;
+			}
+			r.bytes += n;
+			st.payload_left -= n;
+			stats_.bytes_out += n;
+			plain_->send_direct({}, std::move(pipe));
+			if (st.payload_left > 0)
+				return true;
+		}
+		data_done(st, h.seq);
+		update_ingress_pause();
+		return true;
+	}
+	// Control frames, and DATA for an application: into memory.
+	while (st.payload_left > 0) {
+		std::size_t have = st.payload.size();
+		st.payload.resize(have + st.payload_left);
+		ssize_t n = pull_bytes(st, st.payload.data() + have, st.payload_left);
+		st.payload.resize(have + std::max<ssize_t>(n, 0));
+		if (n <= 0) {
+			pull_failed(st, n, true);
+			return false;
+		}
+		r.bytes += n;
+		st.payload_left -= n;
+	}
+	if (h.type == wire::Type::data && rx_.held_bytes() + h.length > rx_.budget() &&
+	    h.seq != rx_.next()) {
+		// handle_frame() would refuse it for now: keep it and stop.
+		st.blocked = true;
+		return false;
+	}
+	st.head.reset();
+	bool more = handle_frame(st, h, st.payload);
+	if (more && h.type == wire::Type::data)
+		drain_reorder();
+	return more;
+}
+
+// Bytes from st.in first (what a source read before), then the socket.
+// Returns bytes read, 0 at end of stream, or -errno.
+ssize_t Session::pull_bytes(Stream &st, std::byte *dst, std::size_t n)
+{
+	if (!st.in.empty()) {
+		std::size_t k = std::min(n, st.in.size());
+		std::memcpy(dst, st.in.data(), k);
+		st.in.erase(st.in.begin(), st.in.begin() + k);
+		return static_cast<ssize_t>(k);
+	}
+	for (;;) {
+		ssize_t k = ::recv(st.conn.fd(), dst, n, MSG_DONTWAIT);
+		if (k >= 0)
+			return k;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+ssize_t Session::pull_payload(Stream &st, Pipe &pipe, std::size_t n)
+{
+	if (!st.in.empty()) {
+		std::size_t k = std::min(n, st.in.size());
+		ssize_t w = pipe.fill_copy(st.in.data(), k);
+		if (w > 0)
+			st.in.erase(st.in.begin(), st.in.begin() + w);
+		return w;
+	}
+	return pipe.fill_from(st.conn.fd(), n);
+}
+
+// A read returned res <= 0: wait (EAGAIN), or the stream ended.
+void Session::pull_failed(Stream &st, ssize_t res, bool inside_frame)
+{
+	if (res == -EAGAIN || closing_)
+		return;
+	if (res == 0 && inside_frame) {
+		st.eof = true;
+		abort(wire::ErrorCode::stream_lost,
+		      fmt::format("stream {} from {} closed inside a frame", st.index, st.peer));
+		return;
+	}
+	stream_end(st, static_cast<int>(res));
+}
+
+// DATA seq has gone to the plain socket: the next frame may be parked.
+void Session::data_done(Stream &st, std::uint64_t seq)
+{
+	st.head.reset();
+	rx_.advance();
+	st.last_seq = seq;
+	st.any_data = true;
+	stats_.frames_received++;
+	for (auto &sp : streams_) {
+		Stream &o = *sp;
+		if (o.parked && o.head && o.head->seq == rx_.next()) {
+			o.parked = false;
+			rx_due_ = &o; // stream_readable() goes on with it
+			apply_pause(o);
+		}
+	}
+	drain_reorder(); // nothing is held; it notices the FIN
+}
+
+} // namespace agent
