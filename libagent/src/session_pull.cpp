@@ -102,7 +102,7 @@ StreamReader::Pulled Session::stream_readable(Stream &st)
 	Stream *cur = &st;
 	while (!closing_ && started_ && !ingress_paused_) {
 		if (r.bytes >= kTurnBudget) {
-			r.drained = cur == &st;
+			r.drained = cur != &st; // else st has more to read
 			break;
 		}
 		if (!cur->eof && !cur->parked && pull_frame(*cur, r))

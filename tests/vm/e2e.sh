@@ -25,6 +25,8 @@ watches=0
 mon=$!
 if timeout 120 /usr/bin/xfer send 7000 in.bin echo.bin; then sent=1; else sent=0; fi
 kill $mon 2>/dev/null
+# A stalled transfer leaves the server waiting for EOF: end it too.
+[ "$sent" = 1 ] || kill $srv 2>/dev/null
 wait $srv
 watches=$(sort -n watches.log | tail -1)
 kill -USR1 $stripe $join 2>/dev/null
