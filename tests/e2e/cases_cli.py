@@ -10,7 +10,7 @@ import harness
 from harness import HOST, check, free_port
 
 FLAGS = ["--listen", "--peer", "--target", "--streams", "--chunk", "--key-file", "--events",
-         "--reorder-budget", "--send-buffer", "--handshake-timeout"]
+         "--reorder-budget", "--send-buffer", "--handshake-timeout", "--data-path"]
 
 
 def run(args, timeout=15):
