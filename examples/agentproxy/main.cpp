@@ -20,7 +20,7 @@ namespace {
 struct Options {
 	std::string listen, peer, target, key_file, events = "auto", user;
 	unsigned streams = 4;
-	std::size_t chunk = 256 * 1024; // per-frame costs (header, stream switch) amortized
+	std::size_t chunk = 1024 * 1024; // per-frame costs (header, stream switch) amortized
 	std::size_t reorder_budget = 8u << 20;
 	std::size_t send_buffer = 1u << 20;
 	unsigned handshake_ms = 5000;
@@ -121,7 +121,7 @@ int main(int argc, char **argv)
 		->capture_default_str();
 	stripe->add_option("--chunk", o.chunk, "max payload bytes per frame (suffixes K, M)")
 		->transform(CLI::AsSizeValue(false))
-		->check(CLI::Range(std::size_t(512), std::size_t(256 * 1024)))
+		->check(CLI::Range(std::size_t(512), std::size_t(1024 * 1024)))
 		->capture_default_str();
 	auto *join = app.add_subcommand("join", "accept striped sessions and join them to a target");
 	add_common(join, o);

@@ -11,7 +11,7 @@ namespace agent {
 namespace {
 
 // Enough for the pipes in use at once by a busy thread; more are closed.
-constexpr std::size_t kPoolCap = 64;
+constexpr std::size_t kPoolCap = 16;
 thread_local std::vector<Pipe> g_pipes;
 
 } // namespace

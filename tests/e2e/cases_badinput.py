@@ -206,7 +206,7 @@ CASES = [
      lambda b: hello_frame(new_sid(), 0, 1, key=b.key)[:40]
      + hello_frame(new_sid(), 0, 1, key=b.key)[40:], ["authentication"]),
     ("frame length over the maximum in the handshake",
-     lambda b: header(T_HELLO, 1 << 20) + bytes(100), ["over the maximum"]),
+     lambda b: header(T_HELLO, MAX_PAYLOAD + 1) + bytes(100), ["over the maximum"]),
     ("DATA length over the maximum after a valid HELLO",
      lambda b: hello1(b) + header(T_DATA, MAX_PAYLOAD + 1, 0) + bytes(1000),
      ["over the maximum"]),

@@ -20,7 +20,7 @@ namespace agent {
 
 struct SessionConfig {
 	unsigned streams = 4;                        // stripe side: streams per session
-	std::size_t chunk = 256 * 1024;              // max payload bytes per DATA frame
+	std::size_t chunk = 1024 * 1024;             // max payload bytes per DATA frame
 	std::size_t reorder_budget = 8 << 20;        // out-of-order bytes held per session
 	std::size_t send_limit = 1 << 20;            // queued bytes per connection
 	std::chrono::milliseconds handshake_timeout{5000};
