@@ -75,12 +75,14 @@ void Pipe::release(Pipe p)
 		g_pipes.push_back(std::move(p));
 }
 
-ssize_t Pipe::fill_from(int fd, std::size_t n)
+// Runs a call that fills the pipe, retried on EINTR: bytes added, or -errno.
+template <typename Call>
+static ssize_t filling(std::size_t &bytes, Call call)
 {
 	for (;;) {
-		ssize_t r = splice(fd, nullptr, wr_, nullptr, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		ssize_t r = call();
 		if (r > 0)
-			bytes_ += r;
+			bytes += r;
 		if (r >= 0)
 			return r;
 		if (errno != EINTR)
@@ -88,17 +90,16 @@ ssize_t Pipe::fill_from(int fd, std::size_t n)
 	}
 }
 
+ssize_t Pipe::fill_from(int fd, std::size_t n)
+{
+	return filling(bytes_, [&] {
+		return splice(fd, nullptr, wr_, nullptr, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	});
+}
+
 ssize_t Pipe::fill_copy(const void *data, std::size_t n)
 {
-	for (;;) {
-		ssize_t r = ::write(wr_, data, n);
-		if (r > 0)
-			bytes_ += r;
-		if (r >= 0)
-			return r;
-		if (errno != EINTR)
-			return -errno;
-	}
+	return filling(bytes_, [&] { return ::write(wr_, data, n); });
 }
 
 ssize_t Pipe::drain_to(int fd)
