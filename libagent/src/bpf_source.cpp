@@ -20,6 +20,8 @@
 #include "bpf_source.hpp"
 #include "sources.hpp"
 
+#include "agent/net.hpp"
+
 #include "../../bpf/agentfilt.h"
 #include "agentfilt.skel.h"
 
@@ -475,7 +477,7 @@ void BpfSource::deliver(std::uint64_t token)
 			}
 			return;
 		} else {
-			ssize_t n = ::recv(w->fd, buf, kBufSize, MSG_DONTWAIT);
+			ssize_t n = recv_now(w->fd, buf, kBufSize);
 			if (n > 0) {
 				w->bytes += n;
 				bytes_ += n;
@@ -484,11 +486,9 @@ void BpfSource::deliver(std::uint64_t token)
 				depth_--;
 				continue; // w may be gone: looked up again
 			}
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			if (n == -EAGAIN)
 				return;
-			end = n == 0 ? 0 : -errno;
+			end = static_cast<int>(n);
 		}
 		w->ended = true;
 		depth_++;

@@ -85,13 +85,11 @@ public:
 			std::size_t want = (st.in.size() < wire::kHeaderSize ? wire::kHeaderSize
 									   : need) -
 					   st.in.size();
-			ssize_t n = ::recv(st.conn.fd(), buf, want, MSG_DONTWAIT);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0 && errno == EAGAIN)
+			ssize_t n = recv_now(st.conn.fd(), buf, want);
+			if (n == -EAGAIN)
 				break;
 			if (n <= 0) {
-				stream_end(st, n == 0 ? 0 : -errno);
+				stream_end(st, static_cast<int>(n));
 				break;
 			}
 			r.bytes += n;

@@ -15,6 +15,7 @@
 #include "sources.hpp"
 
 #include "agent/log.hpp"
+#include "agent/net.hpp"
 
 #include <uapi/agentfilt.h>
 
@@ -397,18 +398,16 @@ private:
 				}
 				break;
 			}
-			ssize_t n = ::recv(w->fd, buf, kRecvSize, MSG_DONTWAIT);
+			ssize_t n = recv_now(w->fd, buf, kRecvSize);
 			if (n > 0) {
 				w->local.bytes += n;
 				w->reader->on_data({buf, static_cast<std::size_t>(n)});
 				continue;
 			}
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			if (n == -EAGAIN)
 				break;
 			w->ended = true;
-			w->reader->on_end(n == 0 ? 0 : -errno);
+			w->reader->on_end(static_cast<int>(n));
 			break;
 		}
 		depth_--;

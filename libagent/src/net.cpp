@@ -119,6 +119,17 @@ bool was_reset(int fd)
 	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_CLOSE;
 }
 
+ssize_t recv_now(int fd, void *buf, std::size_t n)
+{
+	for (;;) {
+		ssize_t k = ::recv(fd, buf, n, MSG_DONTWAIT);
+		if (k >= 0)
+			return k;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
 bool set_nonblocking(int fd)
 {
 	int fl = fcntl(fd, F_GETFL);

@@ -203,11 +203,7 @@ std::size_t Session::queued() const
 // reads again once one has drained to half.
 void Session::update_plain_pause()
 {
-	std::size_t least = SIZE_MAX;
-	for (auto &st : streams_)
-		least = std::min(least, st ? st->conn.queued() : 0);
-	bool full = least >= cfg_.send_limit;
-	bool roomy = least < cfg_.send_limit / 2;
+	bool full, roomy;
 	if (splice_) {
 		// Spliced: a stream takes one frame at a time.
 		bool any = false;
@@ -215,6 +211,12 @@ void Session::update_plain_pause()
 			any = any || st->conn.can_send_direct();
 		full = !any;
 		roomy = any;
+	} else {
+		std::size_t least = SIZE_MAX;
+		for (auto &st : streams_)
+			least = std::min(least, st ? st->conn.queued() : 0);
+		full = least >= cfg_.send_limit;
+		roomy = least < cfg_.send_limit / 2;
 	}
 	if (app_) {
 		// An application cannot be paused: stop feeding it instead.
@@ -303,6 +305,24 @@ std::size_t Session::consume(Stream &st, std::span<const std::byte> buf)
 	return off;
 }
 
+// What is wrong with DATA seq arriving on st as far as the stream itself
+// tells (empty if nothing): after its FIN, or not after its previous DATA.
+std::string Session::data_seq_error(const Stream &st, std::uint64_t seq) const
+{
+	if (st.fin_seen || (rx_fin_seq_ && seq >= *rx_fin_seq_))
+		return fmt::format("DATA seq {} after FIN", seq);
+	if (st.any_data && seq <= st.last_seq)
+		return fmt::format("duplicate DATA seq {}", seq);
+	return {};
+}
+
+// Whether the reorder buffer would take DATA h now (the next in sequence
+// always goes through).
+bool Session::fits_reorder(const wire::Header &h) const
+{
+	return h.seq == rx_.next() || rx_.held_bytes() + h.length <= rx_.budget();
+}
+
 bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const std::byte> payload)
 {
 	auto bad = [&](std::string what) {
@@ -312,10 +332,8 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 	};
 	switch (h.type) {
 	case wire::Type::data: {
-		if (st.fin_seen || (rx_fin_seq_ && h.seq >= *rx_fin_seq_))
-			return bad(fmt::format("DATA seq {} after FIN", h.seq));
-		if (st.any_data && h.seq <= st.last_seq)
-			return bad(fmt::format("duplicate DATA seq {}", h.seq));
+		if (std::string e = data_seq_error(st, h.seq); !e.empty())
+			return bad(e);
 		switch (rx_.offer(h.seq, payload)) {
 		case ReorderBuffer::Verdict::in_order:
 			rx_.advance();
@@ -415,9 +433,7 @@ void Session::pump()
 			Stream &st = *sp;
 			if (st.pull) {
 				// Read again if what stopped it fits now.
-				if (st.blocked && st.head &&
-				    (st.head->seq == rx_.next() ||
-				     rx_.held_bytes() + st.head->length <= rx_.budget()))
+				if (st.blocked && st.head && fits_reorder(*st.head))
 					st.blocked = false;
 			} else if (!st.in.empty()) {
 				st.blocked = false;
@@ -461,7 +477,7 @@ void Session::update_ingress_pause()
 {
 	std::size_t q = 0;
 	bool over, under;
-	if (pipes_data()) {
+	if (splice_) {
 		// Spliced: one pipe at a time goes to the plain socket.
 		over = plain_->queued() > 0 || !plain_->connected();
 		under = !over;

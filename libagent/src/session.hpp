@@ -148,7 +148,10 @@ private:
 	ssize_t pull_payload(Stream &st, Pipe &pipe, std::size_t n);
 	void pull_failed(Stream &st, ssize_t res, bool inside_frame);
 	void data_done(Stream &st, std::uint64_t seq);
-	bool pipes_data() const { return splice_ && plain_ != nullptr; }
+	bool take_pipe(Pipe &pipe, std::size_t capacity);
+	Stream *due_stream(const Stream *besides) const;
+	std::string data_seq_error(const Stream &st, std::uint64_t seq) const;
+	bool fits_reorder(const wire::Header &h) const;
 
 	void send_up(std::span<const std::byte> bytes);
 	void send_frame(Stream &st, wire::Type type, std::uint64_t seq,
@@ -188,7 +191,6 @@ private:
 	// Zero-copy: the plain socket's bytes are spliced, not copied; its
 	// streams are read a frame at a time (pull mode).
 	bool splice_ = false;
-	Stream *rx_due_ = nullptr; // unparked: its frame is next in sequence
 
 	// plain -> streams
 	Scheduler sched_;

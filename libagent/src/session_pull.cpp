@@ -61,12 +61,9 @@ StreamReader::Pulled Session::plain_pull()
 			break;
 		}
 		std::size_t pick = sched_.pick({queued, count_});
-		Pipe pipe = Pipe::acquire(cfg_.chunk);
-		if (!pipe.valid()) {
-			abort(wire::ErrorCode::internal,
-			      fmt::format("cannot create a pipe: {}", strerror(errno)));
+		Pipe pipe;
+		if (!take_pipe(pipe, cfg_.chunk))
 			break;
-		}
 		ssize_t n = pipe.fill_from(plain_->fd(), cfg_.chunk);
 		// With our side still open, only a reset leaves the socket
 		// CLOSE at end of stream.
@@ -97,8 +94,9 @@ StreamReader::Pulled Session::plain_pull()
 StreamReader::Pulled Session::stream_readable(Stream &st)
 {
 	Pulled r;
-	// Follows the sequence: when a frame is done and the next one heads a
-	// stream parked earlier, that stream is read now, not on its event.
+	// Follows the sequence: when cur stops and the next frame heads
+	// another stream (unparked by data_done()), that one is read now, not
+	// on its event.
 	Stream *cur = &st;
 	while (!closing_ && started_ && !ingress_paused_) {
 		if (r.bytes >= kTurnBudget) {
@@ -107,14 +105,12 @@ StreamReader::Pulled Session::stream_readable(Stream &st)
 		}
 		if (!cur->eof && !cur->parked && pull_frame(*cur, r))
 			continue;
-		Stream *due = rx_due_;
-		rx_due_ = nullptr;
-		if (!due || due == cur || due->parked || due->eof)
+		Stream *due = splice_ ? due_stream(cur) : nullptr;
+		if (!due)
 			break;
 		apply_pause(*cur);
 		cur = due;
 	}
-	rx_due_ = nullptr;
 	if (!closing_) {
 		apply_pause(*cur);
 		apply_pause(st);
@@ -147,16 +143,17 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 			return false;
 		}
 		if (h.type == wire::Type::data) {
-			std::string bad;
-			bool twice = h.seq < rx_.next() || (st.any_data && h.seq <= st.last_seq);
+			// The stream's own checks, then what the reorder buffer
+			// would tell: delivered already, read on another stream,
+			// too far ahead.
+			std::string bad = data_seq_error(st, h.seq);
+			bool twice = h.seq < rx_.next();
 			for (auto &o : streams_)
 				twice = twice || (o->head && o->head->type == wire::Type::data &&
 						  o->head->seq == h.seq);
-			if (st.fin_seen || (rx_fin_seq_ && h.seq >= *rx_fin_seq_))
-				bad = fmt::format("DATA seq {} after FIN", h.seq);
-			else if (twice)
+			if (bad.empty() && twice)
 				bad = fmt::format("duplicate DATA seq {}", h.seq);
-			else if (h.seq - rx_.next() >= rx_.window())
+			if (bad.empty() && h.seq - rx_.next() >= rx_.window())
 				bad = fmt::format("DATA seq {} outside the window (next {})", h.seq,
 						  rx_.next());
 			if (!bad.empty()) {
@@ -170,7 +167,7 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 		st.payload.clear();
 	}
 	const wire::Header h = *st.head;
-	if (h.type == wire::Type::data && pipes_data()) {
+	if (h.type == wire::Type::data && splice_) {
 		if (h.seq != rx_.next()) {
 			st.parked = true; // data_done() unparks it in its turn
 			return false;
@@ -180,12 +177,9 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 				update_ingress_pause(); // resumes on conn_sent
 				return false;
 			}
-			Pipe pipe = Pipe::acquire(wire::kMaxPayload);
-			if (!pipe.valid()) {
-				abort(wire::ErrorCode::internal,
-				      fmt::format("cannot create a pipe: {}", strerror(errno)));
+			Pipe pipe;
+			if (!take_pipe(pipe, wire::kMaxPayload))
 				return false;
-			}
 			ssize_t n = pull_payload(st, pipe, st.payload_left);
 			if (n <= 0) {
 				Pipe::release(std::move(pipe));
@@ -216,8 +210,7 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 		r.bytes += n;
 		st.payload_left -= n;
 	}
-	if (h.type == wire::Type::data && rx_.held_bytes() + h.length > rx_.budget() &&
-	    h.seq != rx_.next()) {
+	if (h.type == wire::Type::data && !fits_reorder(h)) {
 		// handle_frame() would refuse it for now: keep it and stop.
 		st.blocked = true;
 		return false;
@@ -239,13 +232,7 @@ ssize_t Session::pull_bytes(Stream &st, std::byte *dst, std::size_t n)
 		st.in.erase(st.in.begin(), st.in.begin() + k);
 		return static_cast<ssize_t>(k);
 	}
-	for (;;) {
-		ssize_t k = ::recv(st.conn.fd(), dst, n, MSG_DONTWAIT);
-		if (k >= 0)
-			return k;
-		if (errno != EINTR)
-			return -errno;
-	}
+	return recv_now(st.conn.fd(), dst, n);
 }
 
 ssize_t Session::pull_payload(Stream &st, Pipe &pipe, std::size_t n)
@@ -286,11 +273,33 @@ void Session::data_done(Stream &st, std::uint64_t seq)
 		Stream &o = *sp;
 		if (o.parked && o.head && o.head->seq == rx_.next()) {
 			o.parked = false;
-			rx_due_ = &o; // stream_readable() goes on with it
 			apply_pause(o);
 		}
 	}
 	drain_reorder(); // nothing is held; it notices the FIN
+}
+
+// A pipe for bytes on their way; none to be had ends the session.
+bool Session::take_pipe(Pipe &pipe, std::size_t capacity)
+{
+	pipe = Pipe::acquire(capacity);
+	if (!pipe.valid())
+		abort(wire::ErrorCode::internal,
+		      fmt::format("cannot create a pipe: {}", strerror(errno)));
+	return pipe.valid();
+}
+
+// The stream, other than besides, whose head frame is the next DATA in
+// sequence and which may be read now.
+Stream *Session::due_stream(const Stream *besides) const
+{
+	for (auto &sp : streams_) {
+		Stream &o = *sp;
+		if (&o != besides && o.head && o.head->type == wire::Type::data &&
+		    o.head->seq == rx_.next() && !o.parked && !o.eof)
+			return &o;
+	}
+	return nullptr;
 }
 
 } // namespace agent

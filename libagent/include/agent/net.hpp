@@ -32,6 +32,9 @@ int listen_tcp(const Address &a, int backlog = 1024);
 int socket_for(const Address &a);
 // Sets O_NONBLOCK (what splice(2) looks at on a socket); false on failure.
 bool set_nonblocking(int fd);
+// recv(2) without waiting, retried on EINTR: bytes, 0 at end of stream, or
+// -errno (-EAGAIN: nothing there now).
+ssize_t recv_now(int fd, void *buf, std::size_t n);
 // After a read returned end of stream: true if the connection was reset,
 // not closed (the reset's error may have gone to another call, a send).
 bool was_reset(int fd);
