@@ -202,6 +202,15 @@ struct Fds {
 	}
 };
 
+// A connected pair on a listener of its own; f closes all three.
+void owned_pair(Fds &f, int *watched, int *peer)
+{
+	int l = f.add(listener());
+	tcp_pair(l, watched, peer);
+	f.add(*watched);
+	f.add(*peer);
+}
+
 // ---- tests ----
 
 void t_load()
@@ -222,11 +231,8 @@ void t_data_passes()
 	Ring ring;
 	auto src = load(ring);
 	Fds f;
-	int l = f.add(listener());
 	int a, b;
-	tcp_pair(l, &a, &b);
-	f.add(a);
-	f.add(b);
+	owned_pair(f, &a, &b);
 	Rec r;
 	src->watch(a, r);
 	run_for(ring, 20);
@@ -307,11 +313,8 @@ void t_half_close()
 	Ring ring;
 	auto src = load(ring);
 	Fds f;
-	int l = f.add(listener());
 	int a, b;
-	tcp_pair(l, &a, &b);
-	f.add(a);
-	f.add(b);
+	owned_pair(f, &a, &b);
 	Rec r;
 	src->watch(a, r);
 	run_for(ring, 20);
@@ -340,11 +343,8 @@ void t_write_space()
 	Ring ring;
 	auto src = load(ring);
 	Fds f;
-	int l = f.add(listener());
 	int a, b;
-	tcp_pair(l, &a, &b);
-	f.add(a);
-	f.add(b);
+	owned_pair(f, &a, &b);
 	int sz = 4096;
 	setsockopt(a, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 	setsockopt(b, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
@@ -414,11 +414,8 @@ void t_coalescing()
 	Ring ring;
 	auto src = load(ring);
 	Fds f;
-	int l = f.add(listener());
 	int a, b;
-	tcp_pair(l, &a, &b);
-	f.add(a);
-	f.add(b);
+	owned_pair(f, &a, &b);
 	Rec r;
 	src->watch(a, r);
 	run_for(ring, 20);
@@ -496,11 +493,8 @@ void t_pause_resume()
 	Ring ring;
 	auto src = load(ring);
 	Fds f;
-	int l = f.add(listener());
 	int a, b;
-	tcp_pair(l, &a, &b);
-	f.add(a);
-	f.add(b);
+	owned_pair(f, &a, &b);
 	Rec r;
 	src->watch(a, r);
 	run_for(ring, 20);
@@ -526,11 +520,8 @@ void t_unwatch_in_callback()
 	Ring ring;
 	auto src = load(ring);
 	Fds f;
-	int l = f.add(listener());
 	int a, b;
-	tcp_pair(l, &a, &b);
-	f.add(a);
-	f.add(b);
+	owned_pair(f, &a, &b);
 	auto r = std::make_unique<Rec>();
 	Rec *rp = r.get();
 	int calls_at_unwatch = -1;
@@ -605,11 +596,8 @@ void t_ping_pong()
 	Ring ring;
 	auto src = load(ring);
 	Fds f;
-	int l = f.add(listener());
 	int a, b;
-	tcp_pair(l, &a, &b);
-	f.add(a);
-	f.add(b);
+	owned_pair(f, &a, &b);
 	constexpr size_t msg = 32;
 	constexpr int rounds = 20000;
 	struct Echo final : StreamReader {
