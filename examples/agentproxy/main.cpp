@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -29,6 +30,7 @@ struct Options {
 	std::size_t buffer_size = 64 * 1024;
 	unsigned stats_interval = 0;
 	std::string data_path = "splice";
+	std::string congestion;
 	bool verbose = false, quiet = false;
 };
 
@@ -92,6 +94,11 @@ void add_common(CLI::App *sub, Options &o)
 			"to user space; copy: through the receive buffers")
 		->check(CLI::IsMember({"splice", "copy"}))
 		->capture_default_str();
+	sub->add_option("--congestion", o.congestion,
+			"TCP congestion control of every socket this side opens and accepts "
+			"(e.g. cubic, reno, bbr; default: the system's, "
+			"net.ipv4.tcp_congestion_control). bbr paces each stream with a timer "
+			"where the qdisc is not fq");
 	sub->add_option("--stats-interval", o.stats_interval,
 			"print the counters every N seconds (0: only on exit and SIGUSR1)")
 		->capture_default_str();
@@ -169,6 +176,7 @@ int main(int argc, char **argv)
 	cfg.handshake_timeout = std::chrono::milliseconds(o.handshake_ms);
 	cfg.max_sessions = o.max_sessions;
 	cfg.splice = o.data_path == "splice";
+	cfg.congestion = o.congestion;
 	if (!o.key_file.empty()) {
 		cfg.key = AuthKey::from_file(o.key_file, &err);
 		if (!cfg.key)
@@ -190,6 +198,18 @@ int main(int argc, char **argv)
 		std::fprintf(stderr, "agentproxy %s: cannot listen on %s: %s\n", side,
 			     listen->str().c_str(), strerror(-lfd));
 		return 1;
+	}
+	// Accepted sockets inherit the listener's; a bad name fails here, at once:
+	// an unknown one is a bad flag (2), one this user may not pick is not (1).
+	if (!o.congestion.empty()) {
+		int r = set_congestion(lfd, o.congestion);
+		if (r == -ENOENT)
+			return usage_error("--congestion: " + congestion_error(r, o.congestion));
+		if (r < 0) {
+			std::fprintf(stderr, "agentproxy %s: --congestion: %s\n", side,
+				     congestion_error(r, o.congestion).c_str());
+			return 1;
+		}
 	}
 
 	if (!o.user.empty() && !drop_privileges(o.user, &err)) {

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <charconv>
 #include <fmt/format.h>
 
@@ -74,14 +76,57 @@ std::optional<Address> parse_address(std::string_view s, std::string *err)
 	return a;
 }
 
-int socket_for(const Address &a)
+int socket_for(const Address &a, std::string_view congestion)
 {
 	int fd = socket(a.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (!congestion.empty()) {
+		int r = set_congestion(fd, congestion);
+		if (r < 0) {
+			close(fd);
+			return r;
+		}
+	}
 	return fd;
+}
+
+int set_congestion(int fd, std::string_view algorithm)
+{
+	if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, algorithm.data(), algorithm.size()) < 0)
+		return -errno;
+	return 0;
+}
+
+static std::string sysctl_line(const char *path)
+{
+	std::string s;
+	if (FILE *f = fopen(path, "re")) {
+		char buf[256];
+		if (fgets(buf, sizeof(buf), f))
+			s = buf;
+		fclose(f);
+	}
+	while (!s.empty() && (s.back() == '\n' || s.back() == ' '))
+		s.pop_back();
+	return s.empty() ? "?" : s;
+}
+
+std::string congestion_error(int err, std::string_view algorithm)
+{
+	if (err == -ENOENT)
+		return fmt::format("TCP congestion control '{}' is not available here "
+				   "(net.ipv4.tcp_available_congestion_control: {})",
+				   algorithm,
+				   sysctl_line("/proc/sys/net/ipv4/tcp_available_congestion_control"));
+	if (err == -EPERM)
+		return fmt::format("TCP congestion control '{}' needs CAP_NET_ADMIN "
+				   "(net.ipv4.tcp_allowed_congestion_control: {})",
+				   algorithm,
+				   sysctl_line("/proc/sys/net/ipv4/tcp_allowed_congestion_control"));
+	return fmt::format("TCP congestion control '{}': {}", algorithm, strerror(-err));
 }
 
 int listen_tcp(const Address &a, int backlog)

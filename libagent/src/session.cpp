@@ -5,9 +5,23 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 namespace agent {
+
+namespace {
+
+// socket_for's error; a congestion control that worked at startup can stop
+// working (its module unloaded, a sysctl changed), and is then named.
+std::string socket_error(int err, const SessionConfig &cfg)
+{
+	if (!cfg.congestion.empty() && (err == -ENOENT || err == -EPERM))
+		return congestion_error(err, cfg.congestion);
+	return strerror(-err);
+}
+
+} // namespace
 
 // ---- Stream ---------------------------------------------------------------
 
@@ -83,10 +97,11 @@ void Session::start_stripe(int client_fd, const Address &peer)
 	plain_name_ = "client " + peer_address(client_fd);
 	splice_ = cfg_.splice && set_nonblocking(client_fd);
 	for (unsigned i = 0; i < count_; i++) {
-		int fd = socket_for(peer);
+		int fd = socket_for(peer, cfg_.congestion);
 		if (fd < 0) {
 			abort(wire::ErrorCode::internal,
-			      fmt::format("cannot create a stream socket: {}", strerror(-fd)), false);
+			      fmt::format("cannot create a stream socket: {}", socket_error(fd, cfg_)),
+			      false);
 			return;
 		}
 		auto st = std::make_unique<Stream>(agent_, this, fd, false, i);
@@ -130,10 +145,10 @@ bool Session::complete() const { return attached_ == count_; }
 
 void Session::start_target(const Address &target)
 {
-	int fd = socket_for(target);
+	int fd = socket_for(target, cfg_.congestion);
 	if (fd < 0) {
 		abort(wire::ErrorCode::internal,
-		      fmt::format("cannot create a target socket: {}", strerror(-fd)));
+		      fmt::format("cannot create a target socket: {}", socket_error(fd, cfg_)));
 		return;
 	}
 	plain_ = std::make_unique<Conn>(agent_.ring(), *this, fd, false);

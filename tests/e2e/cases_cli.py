@@ -10,7 +10,7 @@ import harness
 from harness import HOST, check, free_port
 
 FLAGS = ["--listen", "--peer", "--target", "--streams", "--chunk", "--key-file", "--events",
-         "--reorder-budget", "--send-buffer", "--handshake-timeout", "--data-path"]
+         "--reorder-budget", "--send-buffer", "--handshake-timeout", "--data-path", "--congestion"]
 
 
 def run(args, timeout=15):
@@ -51,6 +51,8 @@ def t_bad_flag(mkenv):
                   "--streams", "banana"],
                  ["stripe", "--listen", "%s:%d" % (HOST, lp), "--peer", "%s:%d" % (HOST, pp),
                   "--events", "carrier-pigeon"],
+                 ["join", "--listen", "%s:%d" % (HOST, lp), "--target", "%s:%d" % (HOST, pp),
+                  "--congestion", "no-such-cc"],
                  ["frobnicate"]):
         r = run(args)
         err = r.stderr.decode("utf-8", "replace")

@@ -4,6 +4,7 @@ once, 1..8 streams, many sessions, half-close, and the custom echo_server."""
 
 import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -265,6 +266,73 @@ def t_echo_half_close(mkenv, size=2 * MiB):
     check(echo.alive() and stripe.alive(), "a process died")
 
 
+def congestion_of(filt):
+    """{local->peer: algorithm} of the connected TCP sockets ss(8) matches."""
+    r = subprocess.run(["ss", "-tinH", "state", "connected", filt], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=10)
+    check(r.returncode == 0, "ss failed: %s" % r.stderr.decode("utf-8", "replace")[:200])
+    out, sock = {}, None
+    for line in r.stdout.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            continue
+        if line[0].isspace():       # the -i line of the socket above
+            if sock:
+                out[sock] = line.split()[0]
+            sock = None
+        else:
+            f = line.split()        # [State] Recv-Q Send-Q Local Peer
+            sock = "%s->%s" % (f[-2], f[-1])
+    return out
+
+
+def t_congestion(mkenv, streams=3):
+    """--congestion reno: every socket the two proxies open or accept uses it;
+    the client's and the target's own sockets keep the system's."""
+    up = down = 4 * MiB
+    got_all, release = threading.Event(), threading.Event()
+
+    def handler(c, results):
+        r = receive_all(c, bufsize=64 * KiB)
+        got_all.set()
+        release.wait(30)
+        s = Sender(c, Data(5000, down))
+        s.run()
+        r.update(sent=s.sent, sent_hash=s.digest(), send_error=s.error)
+        c.close()
+        results.put(r)
+    env = mkenv()
+    tgt = env.target(handler)
+    join = env.join(tgt.port, "--congestion", "reno")
+    stripe = env.stripe(join.port, "--congestion", "reno", "--streams", str(streams))
+    c = env.connect(stripe.port)
+    s = Sender(c, Data(5001, up))
+    s.run()                          # then SHUT_WR: the target answers after EOF
+    check(s.error is None, "client send failed: %s" % s.error)
+    # Every socket is up once the target has it all; the target waits for
+    # release before it answers, so none has gone yet.
+    check(got_all.wait(30), "the target did not get the client's bytes and EOF")
+    ours = congestion_of("( sport = :%d or dport = :%d or sport = :%d or dport = :%d )"
+                         % (stripe.port, join.port, join.port, tgt.port))
+    release.set()
+    r = receive_all(c)
+    tr = tgt.result(30)
+    errs = []
+    want = 2 + 2 * streams           # client accepted, streams both ends, target
+    if len(ours) != want:
+        errs.append("ss shows %d proxy sockets, want %d: %r" % (len(ours), want, ours))
+    not_reno = {k: v for k, v in ours.items() if v != "reno"}
+    if not_reno:
+        errs.append("sockets without reno: %r" % not_reno)
+    if tr["len"] != up or tr["hash"] != s.digest():
+        errs.append("target got %d of %d bytes (sha256 %s)" % (
+            tr["len"], up, "ok" if tr["hash"] == s.digest() else "differs"))
+    if r["len"] != down or r["hash"] != tr.get("sent_hash") or r["end"] != "eof":
+        errs.append("client got %d of %d bytes, ended by %s" % (r["len"], down,
+                                                                describe_end(r["end"])))
+    check(not errs, "\n".join(errs))
+    return "%d proxy sockets on reno" % len(ours)
+
+
 def tests():
     return [
         ("256 MiB both ways at once, 4 streams, sha256 intact", t_big, 240),
@@ -277,4 +345,6 @@ def tests():
         ("half-close: target SHUT_WR first while the client still sends", t_half_close_target_first, 90),
         ("echo_server: 16 MiB echoed intact through stripe", t_echo, 90),
         ("echo_server: half-close passes through (all echoed, then EOF)", t_echo_half_close, 60),
+        ("--congestion reno: every proxy socket (streams, client, target) uses reno",
+         t_congestion, 60),
     ]

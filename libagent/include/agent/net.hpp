@@ -29,7 +29,15 @@ std::optional<Address> parse_address(std::string_view s, std::string *err);
 // A listening TCP socket (SO_REUSEADDR) or -errno.
 int listen_tcp(const Address &a, int backlog = 1024);
 // A non-connected TCP socket for a, ready for IORING_OP_CONNECT, or -errno.
-int socket_for(const Address &a);
+// With a congestion control name, the socket uses it (see set_congestion).
+int socket_for(const Address &a, std::string_view congestion = {});
+// Sets a TCP socket's congestion control (TCP_CONGESTION): 0 or -errno
+// (-ENOENT: not built or loaded, -EPERM: not in
+// net.ipv4.tcp_allowed_congestion_control for an unprivileged user). On a
+// listening socket, the connections it accepts inherit it.
+int set_congestion(int fd, std::string_view algorithm);
+// The error of set_congestion in words, naming the algorithms that would work.
+std::string congestion_error(int err, std::string_view algorithm);
 // Sets O_NONBLOCK (what splice(2) looks at on a socket); false on failure.
 bool set_nonblocking(int fd);
 // recv(2) without waiting, retried on EINTR: bytes, 0 at end of stream, or

@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace agent {
@@ -29,6 +30,10 @@ struct SessionConfig {
 	// Splice payload bytes between the sockets and the streams through
 	// pipes (no copy in user space); false copies them through buffers.
 	bool splice = true;
+	// TCP congestion control of the sockets a session opens (streams on the
+	// stripe side, the target on the join side); empty: the system's. The
+	// sockets a server accepts get theirs from the listener (set_congestion).
+	std::string congestion;
 };
 
 struct ProxyStats {
