@@ -109,6 +109,33 @@ class Abort(Exception):
     pass
 
 
+CC_SYSCTL = "/proc/sys/net/ipv4/tcp_congestion_control"
+CC_SAVED = []  # the system default to put back on exit
+
+
+def congestion():
+    try:
+        with open(CC_SYSCTL) as fh:
+            return fh.read().strip()
+    except OSError:
+        return "?"
+
+
+def set_congestion(alg):
+    """Makes alg the system default for the run: every contender's sockets,
+    iperf3's included, then use it (TCP sockets take the default when made)."""
+    with open(CC_SYSCTL, "w") as fh:
+        fh.write(alg)
+
+
+def restore_congestion():
+    while CC_SAVED:
+        try:
+            set_congestion(CC_SAVED.pop())
+        except OSError as e:
+            print(f"bench: could not restore {CC_SYSCTL}: {e}", file=sys.stderr)
+
+
 def _on_signal(signum, _frame):
     raise Abort(f"signal {signal.Signals(signum).name}")
 
@@ -542,7 +569,9 @@ def render_md(meta, contenders, summ, dirs, memory, mem_error):
     L.append("")
     L.append(f"{meta['date']} · {meta['host']} · kernel {meta['kernel']} · "
              f"{meta['cpus']} CPUs ({meta['cpu_model']}) · load average {meta['loadavg_start'][0]} at "
-             f"start, {meta['loadavg_end'][0]} at end · {meta['repeats']} rounds of "
+             f"start, {meta['loadavg_end'][0]} at end · TCP congestion control "
+             f"{meta.get('congestion', '?')} (the system default, for every contender) · "
+             f"{meta['repeats']} rounds of "
              f"iperf3 -t {meta['seconds']} per contender and direction, interleaved; median "
              f"shown. GB/s = 10^9 bytes/s of iperf3 payload received. fwd = client sends, "
              f"rev = iperf3 -R (server sends). proxy CPU = CPU time of the proxy processes / "
@@ -668,7 +697,7 @@ def plot(path, contenders, summ, dirs, meta, memory):
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("GB/s (10^9 bytes/s), median; bars: min–max")
     ax.set_title(f"iperf3 through each contender on loopback, {meta['cpus']} CPUs, "
-                 f"{meta['date'][:10]}")
+                 f"TCP {meta.get('congestion', '?')}, {meta['date'][:10]}")
     ax.legend()
     if memory:
         sides = ["stripe", "join"]
@@ -726,6 +755,11 @@ def main():
                     help="1 round of 2 s, streams 4 only, 100 sessions: a smoke test")
     ap.add_argument("--timeout", type=int, default=420,
                     help="abort everything after this many seconds (default 420)")
+    ap.add_argument("--congestion", default="",
+                    help="TCP congestion control for the whole run (root): the system "
+                         "default (net.ipv4.tcp_congestion_control) is set to it for every "
+                         "contender alike and put back after (default: leave it, "
+                         "the run records it)")
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args()
     if args.quick:
@@ -753,6 +787,16 @@ def main():
         signal.signal(sig, _on_signal)
     signal.alarm(args.timeout)
 
+    if args.congestion and args.congestion != congestion():
+        saved = congestion()
+        try:
+            set_congestion(args.congestion)
+        except OSError as e:
+            sys.exit(f"bench: --congestion {args.congestion}: cannot set {CC_SYSCTL}: {e} "
+                     f"(root needed; available: "
+                     f"{open('/proc/sys/net/ipv4/tcp_available_congestion_control').read().strip()})")
+        CC_SAVED.append(saved)
+
     cpu_model = "?"
     try:
         with open("/proc/cpuinfo") as fh:
@@ -766,6 +810,7 @@ def main():
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
         "cpu_model": cpu_model, "seconds": args.seconds, "repeats": args.repeats,
+        "congestion": congestion(),
         "events": args.events, "agent_flags": " ".join(
             x for x in (args.agent_flags, args.stripe_flags and "stripe: " + args.stripe_flags,
                         args.join_flags and "join: " + args.join_flags) if x),
@@ -847,6 +892,7 @@ def main():
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # let the cleanup finish
         stop_all()
+        restore_congestion()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _on_signal)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -879,3 +925,4 @@ if __name__ == "__main__":
         sys.exit(main())
     finally:
         stop_all()
+        restore_congestion()
