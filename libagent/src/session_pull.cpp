@@ -44,23 +44,15 @@ StreamReader::Pulled Session::plain_pull()
 			r.drained = false;
 			break;
 		}
-		std::size_t queued[wire::kMaxStreams];
-		bool any = false;
-		for (unsigned i = 0; i < count_; i++) {
-			Stream &st = *streams_[i];
-			queued[i] = SIZE_MAX;
-			if (st.conn.can_send_direct()) {
-				queued[i] = count_ > 1 ? send_queue(st.conn.fd()) : 0;
-				any = true;
-			}
-		}
-		if (!any) {
+		unsigned open = 0;
+		for (unsigned i = 0; i < count_; i++)
+			open += streams_[i]->conn.can_send_direct();
+		if (open == 0) {
 			// Every stream still holds a frame (or is connecting):
 			// read again once one has room (update_plain_pause).
 			update_plain_pause();
 			break;
 		}
-		std::size_t pick = sched_.pick({queued, count_});
 		Pipe pipe;
 		if (!take_pipe(pipe, cfg_.chunk))
 			break;
@@ -75,6 +67,14 @@ StreamReader::Pulled Session::plain_pull()
 				plain_read_ended(static_cast<int>(n));
 			break;
 		}
+		// Asked only with bytes in hand and a choice to make: a turn
+		// ends with a read that finds nothing.
+		std::size_t queued[wire::kMaxStreams];
+		for (unsigned i = 0; i < count_; i++) {
+			Conn &c = streams_[i]->conn;
+			queued[i] = !c.can_send_direct() ? SIZE_MAX : open > 1 ? send_queue(c.fd()) : 0;
+		}
+		std::size_t pick = sched_.pick({queued, count_});
 		r.bytes += n;
 		stats_.bytes_in += n;
 		std::byte hdr[wire::kHeaderSize];
