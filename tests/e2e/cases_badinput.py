@@ -40,10 +40,10 @@ class Bed:
         self.key_path = os.path.join(self.env.logdir, "key")
         with open(self.key_path, "wb") as f:
             f.write(self.key + b"\n")
-        self.tgt = self.env.target(self.good_handler)
-        self.join = self.env.join(self.tgt.port, "--key-file", self.key_path,
-                                  "--handshake-timeout", str(HANDSHAKE_MS))
-        self.stripe = self.env.stripe(self.join.port, "--key-file", self.key_path)
+        self.tgt, self.join, self.stripe = self.env.chain(
+            self.good_handler,
+            join_flags=("--key-file", self.key_path, "--handshake-timeout", str(HANDSHAKE_MS)),
+            stripe_flags=("--key-file", self.key_path))
         self.seed = 50000
 
     @staticmethod
@@ -358,9 +358,8 @@ def reorder_bed(env):
         r = receive_all(c)
         c.close()
         results.put(r)
-    tgt = env.target(target)
-    join = env.join(tgt.port, "--reorder-budget", "1M", "--handshake-timeout", "30000")
-    stripe = env.stripe(join.port)
+    tgt, join, stripe = env.chain(target, join_flags=("--reorder-budget", "1M",
+                                                      "--handshake-timeout", "30000"))
     # Warm up: every receive buffer and pooled block of the join is touched,
     # so the baseline below is the steady state.
     c = env.connect(stripe.port)
@@ -478,9 +477,8 @@ def t_peak_rss_one_session(mkenv, size=64 * MiB, limit_mib=96):
     from cases_traffic import check_exchange, exchange_target
     env = mkenv()
     flags = ("--reorder-budget", "1M", "--send-buffer", "256K")
-    tgt = env.target(exchange_target(61000, size))
-    join = env.join(tgt.port, *flags)
-    stripe = env.stripe(join.port, *flags)
+    tgt, join, stripe = env.chain(exchange_target(61000, size), join_flags=flags,
+                                  stripe_flags=flags)
     c = env.connect(stripe.port)
     r = exchange(c, Data(61001, size))
     tr = tgt.result(30)

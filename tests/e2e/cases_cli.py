@@ -80,9 +80,7 @@ def t_missing_flag(mkenv):
 
 def t_events_line(mkenv):
     env = mkenv()
-    tgt = env.target(lambda c, res: c.close())
-    join = env.join(tgt.port)
-    stripe = env.stripe(join.port)
+    tgt, join, stripe = env.chain(lambda c, res: c.close())
     errs = []
     for p in (join, stripe):
         lines = p.stdout().splitlines()
@@ -93,9 +91,7 @@ def t_events_line(mkenv):
 
 def t_sigusr1(mkenv):
     env = mkenv()
-    tgt = env.target(lambda c, res: c.close())
-    join = env.join(tgt.port)
-    stripe = env.stripe(join.port)
+    tgt, join, stripe = env.chain(lambda c, res: c.close())
     for p, side in ((stripe, "stripe"), (join, "join")):
         before = len(p.stdout())
         p.signal(signal.SIGUSR1)

@@ -22,6 +22,21 @@ def exchange_target(seed, size, pace=None):
     return handler
 
 
+def reply_after_eof(seed, size, before_reply=None):
+    """A target that reads the client's bytes to EOF, then (after
+    before_reply()) sends Data(seed, size) and closes; reports both."""
+    def handler(c, results):
+        r = receive_all(c)
+        if before_reply:
+            before_reply()
+        s = Sender(c, Data(seed, size))
+        s.run()
+        r.update(sent=s.sent, sent_hash=s.digest(), send_error=s.error)
+        c.close()
+        results.put(r)
+    return handler
+
+
 def check_exchange(label, client, target, want_len_up, want_len_down):
     """client and target are exchange() results of the two ends."""
     errs = []
@@ -50,10 +65,8 @@ def check_exchange(label, client, target, want_len_up, want_len_down):
 
 def both_ways(mkenv, size, streams=None, progress=False):
     env = mkenv()
-    tgt = env.target(exchange_target(1000, size))
-    join = env.join(tgt.port)
     extra = ("--streams", str(streams)) if streams else ()
-    stripe = env.stripe(join.port, *extra)
+    tgt, join, stripe = env.chain(exchange_target(1000, size), stripe_flags=extra)
     c = env.connect(stripe.port)
     t0 = time.monotonic()
     marks = [size // 4, size // 2, 3 * size // 4]
@@ -83,9 +96,7 @@ def t_streams(mkenv, n):
 
 def t_concurrent(mkenv, sessions=100, size=256 * KiB):
     env = mkenv()
-    tgt = env.target(exchange_target(2000, size))
-    join = env.join(tgt.port)
-    stripe = env.stripe(join.port)
+    tgt, join, stripe = env.chain(exchange_target(2000, size))
     results = [None] * sessions
 
     def client(i):
@@ -144,18 +155,8 @@ def t_concurrent(mkenv, sessions=100, size=256 * KiB):
 
 def t_half_close_client_first(mkenv):
     up, down = 8 * MiB, 8 * MiB
-
-    def handler(c, results):
-        r = receive_all(c)           # everything the client sends, then EOF
-        s = Sender(c, Data(3000, down))
-        s.run()                      # the reply goes out only after the EOF
-        r.update(sent=s.sent, sent_hash=s.digest(), send_error=s.error)
-        c.close()
-        results.put(r)
     env = mkenv()
-    tgt = env.target(handler)
-    join = env.join(tgt.port)
-    stripe = env.stripe(join.port)
+    tgt, join, stripe = env.chain(reply_after_eof(3000, down))
     c = env.connect(stripe.port)
     s = Sender(c, Data(3001, up))
     s.run()
@@ -189,9 +190,7 @@ def t_half_close_target_first(mkenv):
         c.close()
         results.put(r)
     env = mkenv()
-    tgt = env.target(handler)
-    join = env.join(tgt.port)
-    stripe = env.stripe(join.port)
+    tgt, join, stripe = env.chain(handler)
     c = env.connect(stripe.port)
     got_eof = threading.Event()
     first = Data(4001, up // 2)
@@ -290,20 +289,11 @@ def t_congestion(mkenv, streams=3):
     the client's and the target's own sockets keep the system's."""
     up = down = 4 * MiB
     got_all, release = threading.Event(), threading.Event()
-
-    def handler(c, results):
-        r = receive_all(c, bufsize=64 * KiB)
-        got_all.set()
-        release.wait(30)
-        s = Sender(c, Data(5000, down))
-        s.run()
-        r.update(sent=s.sent, sent_hash=s.digest(), send_error=s.error)
-        c.close()
-        results.put(r)
     env = mkenv()
-    tgt = env.target(handler)
-    join = env.join(tgt.port, "--congestion", "reno")
-    stripe = env.stripe(join.port, "--congestion", "reno", "--streams", str(streams))
+    tgt, join, stripe = env.chain(reply_after_eof(5000, down,
+                                                  lambda: (got_all.set(), release.wait(30))),
+                                  join_flags=("--congestion", "reno"),
+                                  stripe_flags=("--congestion", "reno", "--streams", str(streams)))
     c = env.connect(stripe.port)
     s = Sender(c, Data(5001, up))
     s.run()                          # then SHUT_WR: the target answers after EOF

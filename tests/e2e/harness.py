@@ -427,6 +427,12 @@ class Env:
         self.targets.append(t)
         return t
 
+    def chain(self, handler, join_flags=(), stripe_flags=()):
+        """target(handler) <- join <- stripe: the three ends of a test."""
+        tgt = self.target(handler)
+        join = self.join(tgt.port, *join_flags)
+        return tgt, join, self.stripe(join.port, *stripe_flags)
+
     def connect(self, port, timeout=60):
         s = socket.create_connection((HOST, port), timeout=timeout)
         self.socks.append(s)
