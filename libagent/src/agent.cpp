@@ -18,6 +18,10 @@ Agent::Agent(const AgentOptions &opts) : ring_(opts.ring_entries)
 
 Agent::~Agent()
 {
+	// What is left refers to the ring and the source: it goes first.
+	tearing_down_ = true;
+	disposed_.clear();
+	retired_.clear();
 	events_.reset();
 	if (signal_fd_ >= 0)
 		close(signal_fd_);
@@ -71,11 +75,30 @@ void Agent::on_signal(int res, unsigned)
 
 void Agent::on_timer(int, unsigned)
 {
-	auto now = Clock::now();
+	now_ = Clock::now();
+	timers_.advance(now_);
 	for (auto &t : tickers_)
-		t(now);
+		t(now_);
+	std::erase_if(retired_, [](const std::unique_ptr<Disposable> &o) { return o->idle(); });
 	if (running_)
 		arm_tick();
+}
+
+void Agent::retire(std::unique_ptr<Disposable> o)
+{
+	if (!o->idle())
+		retired_.push_back(std::move(o));
+	else
+		dispose(std::move(o));
+}
+
+void Agent::reap()
+{
+	// A destructor may dispose of more.
+	while (!disposed_.empty()) {
+		std::vector<std::unique_ptr<Disposable>> batch;
+		batch.swap(disposed_);
+	}
 }
 
 void Agent::run()
@@ -96,8 +119,10 @@ void Agent::run()
 	running_ = true;
 	arm_signal();
 	arm_tick();
-	while (running_)
+	while (running_) {
 		ring_.run_once();
+		reap();
+	}
 }
 
 } // namespace agent

@@ -11,9 +11,11 @@
 //   - a slot in the mmapped "pending" array: 1 while a record is queued.
 //     We clear it before reading, so data arriving after our last recv
 //     posts a new record. The token is (generation << 32) | slot.
-//   - a one-shot io_uring POLL_ADD for errors and hang-ups only: a reset
-//     is not a data arrival (the filter passes no record for it), yet the
-//     reader must learn of it. See bpf/README.md.
+//   - a fault poll (prep_fault_poll: multishot, edge-triggered, errors and
+//     hang-ups only): a reset is not a data arrival (the filter passes no
+//     record for it), yet the reader must learn of it, paused or not. A
+//     half-close completes it once, so an idle half-closed socket costs
+//     nothing. See bpf/README.md.
 //
 // Overflow: if the ring was full the program sets a flag; after draining we
 // see it and re-read every watched socket.
@@ -344,9 +346,7 @@ void BpfSource::arm_err(Watch *w)
 	}
 	if (w->errpoll->armed)
 		return;
-	io_uring_sqe *sqe = ring_.sqe(w->errpoll);
-	// io_uring adds POLLRDHUP to these: a peer's FIN wakes it as well.
-	io_uring_prep_poll_add(sqe, w->fd, POLLERR | POLLHUP);
+	prep_fault_poll(ring_.sqe(w->errpoll), w->fd);
 	w->errpoll->armed = true;
 }
 
@@ -433,8 +433,6 @@ void BpfSource::resume(int fd)
 	// A record that came while paused left the slot pending: take it.
 	clear_pending(w->slot);
 	std::atomic_thread_fence(std::memory_order_seq_cst);
-	if (!w->fail)
-		arm_err(w);
 	// Never call the reader from inside resume(): it may be mid-parse.
 	defer(w->token);
 }
@@ -599,10 +597,17 @@ void BpfSource::complete(Op *op, int res, unsigned flags)
 		if (!w)
 			break;
 		w->completions++;
-		if (res > 0)
-			deliver(token); // an error, reset or hang-up: recv reports it
+		if (int err = socket_failure(w->fd, res); err < 0 && !w->ended) {
+			// A reset: the reader hears of it now, paused or not.
+			w->ended = true;
+			depth_++;
+			w->reader->on_end(err);
+			depth_--;
+		} else if (res > 0 && !w->paused) {
+			deliver(token); // a hang-up: the read reports it in order
+		}
 		w = find_token(token);
-		if (w && !w->ended && !w->paused && res != -ECANCELED)
+		if (w && !w->ended && !op->armed && res != -ECANCELED)
 			arm_err(w);
 		break;
 	}

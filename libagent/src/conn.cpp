@@ -37,36 +37,75 @@ void block_free(std::byte *b)
 
 } // namespace
 
-Conn::Conn(Ring &ring, ConnOwner &owner, int fd, bool connected)
-	: ring_(ring), owner_(owner), fd_(fd), connected_(connected)
+Conn::Conn(Agent &agent, ConnOwner &owner, int fd, bool connected)
+	: agent_(agent), ring_(agent.ring()), owner_(owner), fd_(fd),
+	  state_(connected ? State::open : State::idle), connected_(connected)
 {
 }
 
-Conn::~Conn() { drop_blocks(); }
-
-void Conn::connect(const Address &to)
+Conn::~Conn()
 {
+	// Operations in flight point into this object: the owner waits
+	// (unless the agent is torn down: its ring runs no more).
+	assert(!busy() || agent_.tearing_down());
+	// An owner that never closed (it failed before it could): the fd
+	// must not outlive the object.
+	if (state_ != State::closed && fd_ >= 0)
+		::close(fd_);
+	drop_blocks();
+}
+
+void Conn::connect(const Address &to, std::chrono::milliseconds timeout)
+{
+	assert(state_ == State::idle);
 	peer_ = to;
+	state_ = State::connecting;
 	io_uring_sqe *sqe = ring_.sqe(&connect_op_);
 	io_uring_prep_connect(sqe, fd_, peer_.sa(), peer_.len);
 	inflight_++;
+	if (timeout.count() > 0)
+		timer_.arm(agent_.timers(), timeout);
+}
+
+void Conn::on_connect_timeout()
+{
+	if (state_ == State::connecting) {
+		// The owner closes us, which cancels the connect.
+		owner_.conn_failed(*this, -ETIMEDOUT);
+	} else if (state_ == State::draining) {
+		close(true); // the linger ran out: the peer does not read
+		owner_.conn_op_done(*this);
+	}
 }
 
 void Conn::on_connect(int res, unsigned)
 {
 	inflight_--;
-	if (closed_) {
+	if (state_ == State::closed) {
 		owner_.conn_op_done(*this);
 		return;
 	}
+	timer_.cancel();
 	if (res < 0) {
+		state_ = State::idle;
 		owner_.conn_failed(*this, res);
 	} else {
+		state_ = State::open;
 		connected_ = true;
 		kick();
 		owner_.conn_connected(*this);
 	}
 	owner_.conn_op_done(*this);
+}
+
+// A send failed: a conn that was only flushing before its close is reset
+// now (nobody waits for it any more); an open one tells its owner.
+void Conn::send_failed(int err)
+{
+	if (state_ == State::draining)
+		close(true);
+	else
+		owner_.conn_failed(*this, err);
 }
 
 void Conn::append(std::span<const std::byte> s)
@@ -85,7 +124,7 @@ void Conn::append(std::span<const std::byte> s)
 
 void Conn::send(std::span<const std::byte> a, std::span<const std::byte> b)
 {
-	if (closed_ || shut_requested_)
+	if (state_ == State::closed || state_ == State::draining || shut_requested_)
 		return;
 	append(a);
 	append(b);
@@ -94,8 +133,8 @@ void Conn::send(std::span<const std::byte> a, std::span<const std::byte> b)
 
 bool Conn::can_send_direct() const
 {
-	return connected_ && !closed_ && !shut_requested_ && !close_when_sent_ && !sending_ &&
-	       blocks_.empty() && !direct_pending() && direct_error_ == 0;
+	return state_ == State::open && !shut_requested_ && !sending_ && blocks_.empty() &&
+	       !direct_pending() && direct_error_ == 0;
 }
 
 void Conn::send_direct(std::span<const std::byte> head, Pipe pipe)
@@ -163,8 +202,8 @@ void Conn::fail_later(int err)
 void Conn::on_failed(int, unsigned)
 {
 	inflight_--;
-	if (!closed_)
-		owner_.conn_failed(*this, direct_error_);
+	if (state_ != State::closed)
+		send_failed(direct_error_);
 	owner_.conn_op_done(*this);
 }
 
@@ -172,7 +211,7 @@ void Conn::on_writable(int, unsigned)
 {
 	inflight_--;
 	wait_writable_ = false;
-	if (closed_) {
+	if (state_ == State::closed) {
 		owner_.conn_op_done(*this);
 		return;
 	}
@@ -186,10 +225,11 @@ void Conn::on_writable(int, unsigned)
 
 void Conn::kick()
 {
-	if (sending_ || !connected_ || closed_ || direct_pending() || direct_error_)
+	if (sending_ || (state_ != State::open && state_ != State::draining) ||
+	    direct_pending() || direct_error_)
 		return;
 	if (blocks_.empty()) {
-		if (close_when_sent_) {
+		if (state_ == State::draining) {
 			close(false);
 			return;
 		}
@@ -224,17 +264,16 @@ void Conn::on_send(int res, unsigned)
 {
 	inflight_--;
 	sending_ = false;
-	if (closed_) {
+	if (state_ == State::closed) {
 		drop_blocks();
 		owner_.conn_op_done(*this);
 		return;
 	}
 	if (res < 0) {
-		if (res == -EAGAIN || res == -EINTR) {
+		if (res == -EAGAIN || res == -EINTR)
 			kick();
-		} else {
-			owner_.conn_failed(*this, res);
-		}
+		else
+			send_failed(res);
 		owner_.conn_op_done(*this);
 		return;
 	}
@@ -258,7 +297,7 @@ void Conn::on_send(int res, unsigned)
 
 void Conn::shutdown_write()
 {
-	if (shut_requested_ || closed_)
+	if (shut_requested_ || state_ == State::closed)
 		return;
 	shut_requested_ = true;
 	kick();
@@ -266,9 +305,10 @@ void Conn::shutdown_write()
 
 void Conn::close(bool reset)
 {
-	if (closed_)
+	if (state_ == State::closed)
 		return;
-	closed_ = true;
+	state_ = State::closed;
+	timer_.cancel();
 	if (reset) {
 		linger l{1, 0};
 		setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
@@ -278,23 +318,33 @@ void Conn::close(bool reset)
 		drop_blocks();
 	head_len_ = head_off_ = 0;
 	pipe_ = Pipe();
-	// A POLLOUT in flight holds a reference to the socket: without the
-	// remove, a peer that never reads would keep it (and us) forever.
-	if (wait_writable_)
-		io_uring_prep_poll_remove(ring_.sqe(nullptr),
-					  reinterpret_cast<std::uintptr_t>(&writable_op_));
-	io_uring_sqe *sqe = ring_.sqe(&close_op_);
+	io_uring_sqe *sqe;
+	if (inflight_ > 0) {
+		// Each operation in flight (a sendmsg or POLLOUT waiting on a
+		// peer that never reads, a connect) holds a reference to the
+		// socket: without the cancel the close would not release it,
+		// the reset would never go out, and we would wait forever.
+		// Hard-linked: the close runs whatever the cancel found.
+		sqe = ring_.sqe(nullptr);
+		io_uring_prep_cancel_fd(sqe, fd_, IORING_ASYNC_CANCEL_ALL);
+		sqe->flags |= IOSQE_IO_HARDLINK;
+	}
+	sqe = ring_.sqe(&close_op_);
 	io_uring_prep_close(sqe, fd_);
 	inflight_++;
 }
 
-void Conn::close_when_sent()
+void Conn::close_when_sent(std::chrono::milliseconds linger)
 {
-	if (closed_)
+	if (state_ == State::closed || state_ == State::draining)
 		return;
-	close_when_sent_ = true;
-	if (!sending_ && ((blocks_.empty() && !direct_pending()) || !connected_))
+	bool was_open = state_ == State::open;
+	state_ = State::draining;
+	if (!sending_ && ((blocks_.empty() && !direct_pending()) || !was_open)) {
 		close(false);
+		return;
+	}
+	timer_.arm(agent_.timers(), linger);
 }
 
 void Conn::drop_blocks()

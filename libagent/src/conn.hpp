@@ -9,11 +9,21 @@
 // stays in the pipe until a POLLOUT completion says there is room. Direct
 // and queued bytes never interleave: a direct send waits for an empty
 // queue, and the queue waits for the direct send.
+//
+// Lifetime: every operation in flight holds a reference to the socket (and
+// points into this object). close() cancels all of them by fd before the
+// close itself, so a peer that never reads cannot keep the socket, the
+// reset it is owed, or this object alive; the owner frees the Conn once
+// busy() is false (asserted by the destructor).
 #pragma once
 
+#include "agent/agent.hpp"
 #include "agent/net.hpp"
 #include "agent/ring.hpp"
+#include "agent/timer.hpp"
 #include "pipe.hpp"
+
+#include <chrono>
 
 #include <cstddef>
 #include <deque>
@@ -28,8 +38,9 @@ public:
 	virtual void conn_connected(Conn &c) = 0;
 	// Queued bytes went out (queued() dropped).
 	virtual void conn_sent(Conn &c) = 0;
-	// connect or send failed (negative errno); the conn stays open.
-	// Never called from inside a Conn method: always from a completion.
+	// connect or send failed, or the connect timed out (negative errno);
+	// the conn stays open. Never called from inside a Conn method: always
+	// from a completion or a timer.
 	virtual void conn_failed(Conn &c, int err) = 0;
 	// An operation completed: the owner may be able to free itself now.
 	virtual void conn_op_done(Conn &c) = 0;
@@ -50,12 +61,22 @@ private:
 
 class Conn {
 public:
-	Conn(Ring &ring, ConnOwner &owner, int fd, bool connected);
+	enum class State {
+		idle,       // a socket not yet connected
+		connecting, // connect in flight
+		open,       // connected: sends go out
+		draining,   // close_when_sent(): flushing, then close
+		closed,     // close issued; the fd is no longer ours
+	};
+
+	Conn(Agent &agent, ConnOwner &owner, int fd, bool connected);
 	~Conn();
 	Conn(const Conn &) = delete;
 	Conn &operator=(const Conn &) = delete;
 
-	void connect(const Address &to);
+	// Fails with -ETIMEDOUT (conn_failed) if not connected within timeout
+	// (zero: the kernel's own SYN retries decide).
+	void connect(const Address &to, std::chrono::milliseconds timeout = {});
 	// Queues a copy of a then b; sends once connected.
 	void send(std::span<const std::byte> a, std::span<const std::byte> b = {});
 	// True when a direct send may start now: connected, open, not shut,
@@ -71,14 +92,16 @@ public:
 	// Closes the fd; with reset, the peer gets an RST (SO_LINGER 0).
 	// Queued, unsent bytes are dropped.
 	void close(bool reset);
-	// Closes gracefully once everything queued has been sent.
-	void close_when_sent();
+	// Closes gracefully once everything queued has been sent; resets
+	// instead if that has not happened within linger, or a send fails.
+	void close_when_sent(std::chrono::milliseconds linger);
 
+	State state() const { return state_; }
 	int fd() const { return fd_; }
 	std::size_t queued() const { return queued_ + direct_queued(); }
 	bool connected() const { return connected_; }
 	bool write_shut() const { return shut_requested_; }
-	bool closed() const { return closed_; }
+	bool closed() const { return state_ == State::closed; }
 	// Operations in flight: the object must live until this is false.
 	bool busy() const { return inflight_ > 0; }
 	std::uint64_t bytes_sent() const { return bytes_sent_; }
@@ -104,17 +127,20 @@ private:
 	void on_connect(int res, unsigned flags);
 	void on_send(int res, unsigned flags);
 	void on_close(int res, unsigned flags);
+	void on_connect_timeout();
+	void send_failed(int err);
 
+	Agent &agent_;
 	Ring &ring_;
 	ConnOwner &owner_;
 	int fd_;
-	bool connected_;
+	State state_;
+	bool connected_; // reached open at some point (stays true once closed)
 	bool sending_ = false;
 	bool shut_requested_ = false;
 	bool shut_issued_ = false;
-	bool closed_ = false;
-	bool close_when_sent_ = false;
 	int inflight_ = 0;
+	Timer timer_{[this] { on_connect_timeout(); }}; // connect, then linger
 	std::size_t queued_ = 0;
 	std::uint64_t bytes_sent_ = 0;
 	std::deque<Block> blocks_;

@@ -3,9 +3,26 @@
 
 #include "sources.hpp"
 
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 namespace agent {
+
+void prep_fault_poll(io_uring_sqe *sqe, int fd) { io_uring_prep_poll_multishot(sqe, fd, 0); }
+
+int socket_failure(int fd, int poll_res)
+{
+	if (poll_res <= 0 || !(poll_res & POLLERR))
+		return 0;
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0)
+		err = ECONNRESET;
+	return -err;
+}
 
 EventCounters &EventCounters::operator+=(const EventCounters &o)
 {

@@ -11,40 +11,60 @@
 
 #include <cerrno>
 
+#include <list>
 #include <unordered_map>
 
 namespace agent {
 
-class JoinServer::Impl final : public SessionHost, public StreamHandler {
+// Streams whose HELLO is awaited are kept in the order they came, so the
+// oldest is at the front: it is the one dropped when the list is full, and
+// the one whose handshake timeout is due first (one timer serves them all).
+// Sessions are limited apart from them (a HELLO that would open one more
+// than --max-sessions is refused): silent connections cannot keep a good
+// session out.
+class JoinServer::Impl final : public SessionHost, public StreamHandler, public Disposable {
 public:
 	Impl(Agent &agent, SessionConfig cfg, int listen_fd, std::optional<Address> target,
 	     AppFactory app)
 		: agent_(agent), cfg_(std::move(cfg)), target_(target), app_(std::move(app)),
-		  acceptor_(agent.ring(), listen_fd, [this](int fd) { accept(fd); })
+		  acceptor_(agent, listen_fd, [this](int fd) { accept(fd); })
 	{
-		agent.on_tick([this](Agent::Clock::time_point now) { tick(now); });
 	}
 
 	void accept(int fd)
 	{
-		if (pending_.size() + sessions_.size() >= cfg_.max_sessions) {
-			if (!full_logged_)
-				log(LogLevel::warn, "refusing connections: {} sessions and handshakes "
-						    "open (--max-sessions)", cfg_.max_sessions);
-			full_logged_ = true;
-			stats_.streams_refused++;
-			::close(fd);
-			return;
+		if (pending_.size() >= cfg_.max_pending) {
+			stats_.pending_dropped++;
+			Stream &oldest = *pending_.front();
+			if (std::uint64_t n; drop_log_.due(agent_.now(), &n))
+				log(LogLevel::warn, "dropped the oldest handshake (from {}) for a new one: "
+						    "{} pending (--max-pending); {} dropped in the last second",
+				    oldest.peer, pending_.size(), n);
+			drop(oldest);
 		}
-		full_logged_ = false;
 		auto st = std::make_unique<Stream>(agent_, this, fd, true, 0);
 		st->peer = peer_address(fd);
 		// Pull mode reads exactly the HELLO, so that the session reads
 		// everything after it itself (and splices its payloads).
 		st->pull = cfg_.splice && set_nonblocking(fd);
 		Stream *p = st.get();
-		pending_.emplace(p, std::move(st));
+		pending_.push_back(std::move(st));
+		pending_at_.emplace(p, std::prev(pending_.end()));
+		if (!handshake_timer_.armed())
+			handshake_timer_.arm(agent_.timers(), cfg_.handshake_timeout);
 		p->watch();
+	}
+
+	bool is_pending(Stream &st) const { return pending_at_.count(&st) != 0; }
+
+	// Takes st off the pending list: its owner is the caller now.
+	std::unique_ptr<Stream> take_pending(Stream &st)
+	{
+		auto it = pending_at_.at(&st);
+		std::unique_ptr<Stream> owned = std::move(*it);
+		pending_.erase(it);
+		pending_at_.erase(&st);
+		return owned;
 	}
 
 	// Handshake: the first frame must be a HELLO.
@@ -80,7 +100,7 @@ public:
 	{
 		constexpr std::size_t need = wire::kHeaderSize + wire::kHelloSize;
 		StreamReader::Pulled r;
-		while (pending_.count(&st)) {
+		while (is_pending(st)) {
 			std::byte buf[need];
 			std::size_t want = (st.in.size() < wire::kHeaderSize ? wire::kHeaderSize
 									   : need) -
@@ -116,15 +136,24 @@ public:
 		std::vector<std::byte> leftover(st.in.begin() + used, st.in.end());
 		st.in.clear();
 		st.index = hello.index;
-		auto node = pending_.extract(&st);
-		std::unique_ptr<Stream> owned = std::move(node.mapped());
-		bool fresh = !s;
-		if (fresh) {
+		std::unique_ptr<Stream> owned = take_pending(st);
+		if (!s) {
+			if (owned_.size() >= cfg_.max_sessions) {
+				owned->unwatch();
+				owned->conn.close(true);
+				closing_.emplace(owned.get(), std::move(owned));
+				stats_.refused_full++;
+				if (std::uint64_t n; full_log_.due(agent_.now(), &n))
+					log(LogLevel::warn, "refusing sessions: {} open (--max-sessions); "
+							    "{} refused in the last second", owned_.size(), n);
+				return;
+			}
 			auto ns = std::make_unique<Session>(agent_, cfg_, *this, stats_,
 							    hello.session, hello.count);
 			s = ns.get();
 			sessions_.emplace(hello.session, s);
 			owned_.emplace(s, std::move(ns));
+			s->expect_streams(cfg_.handshake_timeout);
 		}
 		s->add_stream(std::move(owned), leftover);
 		if (s->complete() && !s->closing()) {
@@ -146,8 +175,7 @@ public:
 	{
 		st.unwatch();
 		st.conn.close(true);
-		auto node = pending_.extract(&st);
-		closing_.emplace(&st, std::move(node.mapped()));
+		closing_.emplace(&st, take_pending(st));
 	}
 
 	void stream_end(Stream &st, int err) override
@@ -159,36 +187,56 @@ public:
 
 	void stream_conn_event(Stream &st) override
 	{
-		if (!st.conn.busy() && closing_.count(&st))
-			closing_.erase(&st);
+		if (!st.conn.busy() && closing_.count(&st)) {
+			auto node = closing_.extract(&st);
+			agent_.dispose(std::move(node.mapped()));
+		}
 	}
 
 	void session_finished(Session *s) override
 	{
 		if (auto it = sessions_.find(s->id()); it != sessions_.end() && it->second == s)
 			sessions_.erase(it);
-		owned_.erase(s);
+		auto node = owned_.extract(s);
+		agent_.dispose(std::move(node.mapped()));
 	}
 
-	void tick(Agent::Clock::time_point now)
+	// The oldest handshakes first: every one that is due now.
+	void on_handshake_timer()
 	{
-		acceptor_.tick();
-		std::vector<Stream *> late;
-		for (auto &[p, st] : pending_)
-			if (now - st->since > cfg_.handshake_timeout)
-				late.push_back(p);
-		for (Stream *p : late)
-			refuse(*p, fmt::format("no HELLO within {} ms (handshake timeout)",
+		auto now = Agent::Clock::now();
+		while (!pending_.empty()) {
+			Stream &st = *pending_.front();
+			auto waited = now - st.since;
+			if (waited < cfg_.handshake_timeout) {
+				handshake_timer_.arm(agent_.timers(),
+						     std::chrono::duration_cast<std::chrono::milliseconds>(
+							     cfg_.handshake_timeout - waited));
+				return;
+			}
+			stats_.timeouts++;
+			refuse(st, fmt::format("no HELLO within {} ms (handshake timeout)",
 					       cfg_.handshake_timeout.count()));
-		std::vector<Session *> stale;
-		for (auto &[id, s] : sessions_)
-			if (!s->complete() && !s->closing() &&
-			    now - s->created() > cfg_.handshake_timeout)
-				stale.push_back(s);
-		for (Session *s : stale)
-			s->abort(wire::ErrorCode::stream_lost,
-				 fmt::format("not all {} streams arrived within {} ms", s->count(),
-					     cfg_.handshake_timeout.count()));
+		}
+	}
+
+	void shutdown()
+	{
+		acceptor_.stop();
+		handshake_timer_.cancel();
+		while (!pending_.empty())
+			drop(*pending_.front());
+		std::vector<Session *> live;
+		for (auto &[p, s] : owned_)
+			live.push_back(p);
+		for (Session *p : live)
+			if (owned_.count(p))
+				p->abort(wire::ErrorCode::internal, "the join server is shutting down");
+	}
+
+	bool idle() const override
+	{
+		return owned_.empty() && pending_.empty() && closing_.empty() && !acceptor_.busy();
 	}
 
 	Agent &agent_;
@@ -196,25 +244,34 @@ public:
 	std::optional<Address> target_;
 	AppFactory app_;
 	ProxyStats stats_;
-	bool full_logged_ = false;
-	std::unordered_map<Stream *, std::unique_ptr<Stream>> pending_, closing_;
+	LogEverySecond full_log_, drop_log_;
+	std::list<std::unique_ptr<Stream>> pending_; // oldest first
+	std::unordered_map<Stream *, std::list<std::unique_ptr<Stream>>::iterator> pending_at_;
+	std::unordered_map<Stream *, std::unique_ptr<Stream>> closing_;
 	std::unordered_map<std::uint64_t, Session *> sessions_;
 	std::unordered_map<Session *, std::unique_ptr<Session>> owned_;
+	Timer handshake_timer_{[this] { on_handshake_timer(); }};
 	Acceptor acceptor_;
 };
 
 JoinServer::JoinServer(Agent &agent, SessionConfig cfg, int listen_fd, Address target)
-	: impl_(std::make_unique<Impl>(agent, std::move(cfg), listen_fd, target, nullptr))
+	: impl_(std::make_unique<Impl>(agent, checked_config(std::move(cfg), listen_fd), listen_fd,
+				       target, nullptr))
 {
 }
 
 JoinServer::JoinServer(Agent &agent, SessionConfig cfg, int listen_fd, AppFactory app)
-	: impl_(std::make_unique<Impl>(agent, std::move(cfg), listen_fd, std::nullopt,
-				       std::move(app)))
+	: impl_(std::make_unique<Impl>(agent, checked_config(std::move(cfg), listen_fd), listen_fd,
+				       std::nullopt, std::move(app)))
 {
 }
 
-JoinServer::~JoinServer() = default;
+JoinServer::~JoinServer()
+{
+	Agent &agent = impl_->agent_;
+	impl_->shutdown();
+	agent.retire(std::move(impl_));
+}
 const ProxyStats &JoinServer::stats() const { return impl_->stats_; }
 
 } // namespace agent

@@ -8,10 +8,10 @@
 // socket before reading it.
 //
 // The filter passes data arrival only, and a peer's reset raises no data
-// arrival. So each watched socket also has one io_uring POLL_ADD with an
-// empty event mask: io_uring always reports POLLERR, POLLHUP and POLLRDHUP,
-// so it completes only on reset, error or hang-up, never on data. That
-// completion is treated as an event (recv until EAGAIN, error or EOF).
+// arrival. So each watched socket also has a fault poll (prep_fault_poll:
+// multishot, empty event mask, completes only on reset, error or hang-up,
+// never on data). A reset reaches the reader at once, paused or not; a
+// hang-up is treated as an event (recv until EAGAIN, error or EOF).
 #include "sources.hpp"
 
 #include "agent/log.hpp"
@@ -193,9 +193,7 @@ public:
 			w->ended = true;
 			failed_.push_back({w->id, -e});
 		} else {
-			w->poll = new PollOp(this, w->id);
-			ops_.insert(w->poll);
-			io_uring_prep_poll_add(ring_.sqe(w->poll), fd, 0);
+			arm_poll(w.get());
 			// Bytes queued before the watch raise no event.
 			defer(w->id);
 		}
@@ -311,19 +309,36 @@ public:
 		}
 	}
 
-	void on_poll(PollOp *op, int res)
+	void on_poll(PollOp *op, int res, unsigned flags)
 	{
 		std::uint64_t id = op->id;
-		ops_.erase(op);
-		delete op;
+		bool more = flags & IORING_CQE_F_MORE;
+		if (!more) {
+			ops_.erase(op);
+			delete op;
+		}
 		completions_++;
 		Watch *w = find_id(id);
 		if (!w)
 			return;
-		w->poll = nullptr;
+		if (!more)
+			w->poll = nullptr;
 		w->local.completions++;
-		if (res > 0)
-			deliver(id); // reset, error or hang-up: recv reports it
+		if (int err = socket_failure(w->fd, res); err < 0 && !w->ended) {
+			w->ended = true;
+			w->reader->on_end(err); // a reset: now, paused or not
+		} else if (res > 0) {
+			deliver(id); // a hang-up: recv reports it in order
+		}
+		if ((w = find_id(id)) && !w->poll && !w->ended && res != -ECANCELED)
+			arm_poll(w);
+	}
+
+	void arm_poll(Watch *w)
+	{
+		w->poll = new PollOp(this, w->id);
+		ops_.insert(w->poll);
+		prep_fault_poll(ring_.sqe(w->poll), w->fd);
 	}
 
 	void on_kick(KickOp *op)
@@ -471,13 +486,14 @@ void ReadOp::on_complete(int res, unsigned flags)
 	src->on_events(this, res, flags);
 }
 
-void PollOp::on_complete(int res, unsigned)
+void PollOp::on_complete(int res, unsigned flags)
 {
 	if (!src) {
-		delete this;
+		if (!(flags & IORING_CQE_F_MORE))
+			delete this;
 		return;
 	}
-	src->on_poll(this, res);
+	src->on_poll(this, res, flags);
 }
 
 void KickOp::on_complete(int, unsigned)

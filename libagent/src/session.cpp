@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 
@@ -26,7 +27,7 @@ std::string socket_error(int err, const SessionConfig &cfg)
 // ---- Stream ---------------------------------------------------------------
 
 Stream::Stream(Agent &a, StreamHandler *h, int fd, bool connected, unsigned idx)
-	: agent(a), handler(h), conn(a.ring(), *this, fd, connected), index(idx),
+	: agent(a), handler(h), conn(a, *this, fd, connected), index(idx),
 	  since(Agent::Clock::now())
 {
 }
@@ -81,19 +82,70 @@ Session::Session(Agent &agent, const SessionConfig &cfg, SessionHost &host, Prox
 {
 	stats_.sessions_opened++;
 	stats_.active++;
+	progress();
 }
 
 Session::~Session()
 {
+	// Freed only once closed and idle (maybe_free): no source still
+	// delivers to it, no operation still points into it. Only an agent
+	// being torn down (whose ring runs no more) frees sessions as they are.
+	assert((freed_ && !plain_watching_ && idle()) || agent_.tearing_down());
 	if (plain_watching_)
 		agent_.events().unwatch(plain_->fd());
+}
+
+bool Session::idle() const
+{
+	for (auto &st : streams_)
+		if (st && st->conn.busy())
+			return false;
+	return !plain_ || !plain_->busy();
+}
+
+void Session::arm_idle()
+{
+	if (cfg_.idle_timeout.count() > 0)
+		idle_timer_.arm(agent_.timers(), cfg_.idle_timeout);
+}
+
+// Checked lazily: progress() only stamps the time; the timer looks at the
+// stamp when it fires and waits for the rest if bytes moved meanwhile.
+void Session::on_idle()
+{
+	if (closing_)
+		return;
+	auto quiet = std::chrono::duration_cast<std::chrono::milliseconds>(agent_.now() -
+									   last_progress_);
+	if (quiet < cfg_.idle_timeout) {
+		idle_timer_.arm(agent_.timers(), cfg_.idle_timeout - quiet);
+		return;
+	}
+	stats_.timeouts++;
+	abort(wire::ErrorCode::timeout,
+	      fmt::format("no progress either way for {} ms (idle timeout)", quiet.count()));
+}
+
+void Session::expect_streams(std::chrono::milliseconds timeout)
+{
+	handshake_timer_.arm(agent_.timers(), timeout);
+}
+
+void Session::on_streams_late()
+{
+	if (closing_ || complete())
+		return;
+	stats_.timeouts++;
+	abort(wire::ErrorCode::stream_lost,
+	      fmt::format("not all {} streams arrived within {} ms", count_,
+			  cfg_.handshake_timeout.count()));
 }
 
 std::string Session::tag() const { return fmt::format("session {:016x}", id_); }
 
 void Session::start_stripe(int client_fd, const Address &peer)
 {
-	plain_ = std::make_unique<Conn>(agent_.ring(), *this, client_fd, true);
+	plain_ = std::make_unique<Conn>(agent_, *this, client_fd, true);
 	plain_name_ = "client " + peer_address(client_fd);
 	splice_ = cfg_.splice && set_nonblocking(client_fd);
 	for (unsigned i = 0; i < count_; i++) {
@@ -107,7 +159,7 @@ void Session::start_stripe(int client_fd, const Address &peer)
 		auto st = std::make_unique<Stream>(agent_, this, fd, false, i);
 		st->peer = peer.str();
 		st->pull = splice_; // O_NONBLOCK once connected
-		st->conn.connect(peer);
+		st->conn.connect(peer, cfg_.connect_timeout);
 		wire::Hello hello;
 		hello.session = id_;
 		hello.index = i;
@@ -121,6 +173,7 @@ void Session::start_stripe(int client_fd, const Address &peer)
 		attached_++;
 	}
 	started_ = true;
+	arm_idle();
 	plain_watching_ = true;
 	agent_.events().watch(client_fd, *this);
 }
@@ -151,11 +204,13 @@ void Session::start_target(const Address &target)
 		      fmt::format("cannot create a target socket: {}", socket_error(fd, cfg_)));
 		return;
 	}
-	plain_ = std::make_unique<Conn>(agent_.ring(), *this, fd, false);
+	plain_ = std::make_unique<Conn>(agent_, *this, fd, false);
 	plain_name_ = "target " + target.str();
 	splice_ = cfg_.splice; // O_NONBLOCK once connected
-	plain_->connect(target);
+	plain_->connect(target, cfg_.connect_timeout);
 	started_ = true;
+	handshake_timer_.cancel();
+	arm_idle();
 	for (auto &st : streams_)
 		apply_pause(*st);
 	pump();
@@ -166,6 +221,8 @@ void Session::start_app(std::unique_ptr<SessionApp> app)
 	app_ = std::move(app);
 	plain_name_ = "application";
 	started_ = true;
+	handshake_timer_.cancel();
+	arm_idle();
 	app_->on_open(*this);
 	for (auto &st : streams_)
 		if (st)
@@ -200,6 +257,7 @@ void Session::send_up(std::span<const std::byte> bytes)
 		std::size_t pick = sched_.pick({queued, count_});
 		send_frame(*streams_[pick], wire::Type::data, tx_seq_++, chunk);
 		stats_.bytes_in += chunk.size();
+		progress();
 		bytes = bytes.subspan(chunk.size());
 	}
 	update_plain_pause();
@@ -410,6 +468,7 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 void Session::deliver(std::span<const std::byte> bytes)
 {
 	stats_.bytes_out += bytes.size();
+	progress();
 	if (plain_)
 		plain_->send(bytes);
 	else if (app_)
@@ -617,6 +676,8 @@ void Session::check_done()
 void Session::finish()
 {
 	closing_ = true;
+	idle_timer_.cancel();
+	handshake_timer_.cancel();
 	stats_.sessions_done++;
 	stats_.active--;
 	log(LogLevel::debug, "{}: done", tag());
@@ -652,6 +713,8 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 	if (closing_)
 		return;
 	closing_ = true;
+	idle_timer_.cancel();
+	handshake_timer_.cancel();
 	stats_.sessions_failed++;
 	stats_.active--;
 	log(LogLevel::warn, "{}: {}", tag(), reason);
@@ -669,7 +732,7 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 		if (tell_peer && st->conn.connected() && !st->conn.write_shut() &&
 		    st->conn.queued() == 0) {
 			send_frame(*st, wire::Type::error, 0, {err, 4 + text});
-			st->conn.close_when_sent();
+			st->conn.close_when_sent(cfg_.linger_timeout);
 		} else {
 			st->conn.close(true);
 		}
@@ -679,12 +742,7 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 
 void Session::maybe_free()
 {
-	if (!closing_ || freed_)
-		return;
-	for (auto &st : streams_)
-		if (st && st->conn.busy())
-			return;
-	if (plain_ && plain_->busy())
+	if (!closing_ || freed_ || !idle())
 		return;
 	freed_ = true;
 	host_.session_finished(this);

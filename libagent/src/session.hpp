@@ -20,6 +20,10 @@ namespace agent {
 
 class Stream;
 
+// cfg if validate() accepts it; else closes listen_fd (which the server
+// took) and throws std::invalid_argument with validate()'s reason.
+SessionConfig checked_config(SessionConfig cfg, int listen_fd);
+
 // Whoever currently handles a stream's bytes: the join server while the
 // HELLO is awaited, then the session.
 class StreamHandler {
@@ -35,10 +39,11 @@ protected:
 };
 
 // One TCP stream of a session.
-class Stream final : public StreamReader, public ConnOwner {
+class Stream final : public StreamReader, public ConnOwner, public Disposable {
 public:
 	Stream(Agent &agent, StreamHandler *h, int fd, bool connected, unsigned index);
-	~Stream();
+	~Stream() override;
+	bool idle() const override { return !conn.busy(); }
 
 	void on_data(std::span<const std::byte> bytes) override { handler->stream_data(*this, bytes); }
 	void on_end(int err) override { handler->stream_end(*this, err); }
@@ -85,17 +90,25 @@ public:
 
 class SessionHost {
 public:
-	virtual void session_finished(Session *s) = 0; // everything freed but s itself
+	// Everything of s is released but s itself, and nothing in flight
+	// refers to it: the host hands it to Agent::dispose().
+	virtual void session_finished(Session *s) = 0;
 
 protected:
 	~SessionHost() = default;
 };
 
-class Session final : public StreamHandler, public ConnOwner, public StreamReader, public SessionHandle {
+class Session final : public StreamHandler,
+		      public ConnOwner,
+		      public StreamReader,
+		      public SessionHandle,
+		      public Disposable {
 public:
 	Session(Agent &agent, const SessionConfig &cfg, SessionHost &host, ProxyStats &stats,
 		std::uint64_t id, unsigned count);
-	~Session();
+	~Session() override;
+	// Nothing in flight points into it (it may be freed).
+	bool idle() const override;
 
 	// Stripe side: the client's socket; streams are opened to peer.
 	void start_stripe(int client_fd, const Address &peer);
@@ -111,6 +124,9 @@ public:
 	// Ends the session: logs reason, resets the plain end, tells the peer.
 	// tell_peer: send the peer an ERROR frame where a stream can take one.
 	void abort(wire::ErrorCode code, const std::string &reason, bool tell_peer = true);
+
+	// Join side: the rest of the streams must come within timeout.
+	void expect_streams(std::chrono::milliseconds timeout);
 
 	bool closing() const { return closing_; }
 	unsigned count() const { return count_; }
@@ -171,6 +187,11 @@ private:
 	void apply_pause(Stream &st);
 	void maybe_free();
 	std::string tag() const;
+	// Bytes moved one way or the other: the idle timeout starts again.
+	void progress() { last_progress_ = agent_.now(); }
+	void arm_idle();
+	void on_idle();
+	void on_streams_late();
 
 	Agent &agent_;
 	const SessionConfig &cfg_;
@@ -206,6 +227,10 @@ private:
 	bool closing_ = false;
 	bool pumping_ = false;
 	bool freed_ = false;
+
+	Agent::Clock::time_point last_progress_;
+	Timer idle_timer_{[this] { on_idle(); }};
+	Timer handshake_timer_{[this] { on_streams_late(); }};
 };
 
 } // namespace agent

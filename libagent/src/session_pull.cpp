@@ -77,6 +77,7 @@ StreamReader::Pulled Session::plain_pull()
 		std::size_t pick = sched_.pick({queued, count_});
 		r.bytes += n;
 		stats_.bytes_in += n;
+		progress();
 		std::byte hdr[wire::kHeaderSize];
 		wire::Header h;
 		h.type = wire::Type::data;
@@ -189,6 +190,7 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 			r.bytes += n;
 			st.payload_left -= n;
 			stats_.bytes_out += n;
+			progress();
 			plain_->send_direct({}, std::move(pipe));
 			if (st.payload_left > 0)
 				return true;

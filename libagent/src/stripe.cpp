@@ -2,9 +2,11 @@
 // The stripe side: accepts clients and opens a session of N streams to the
 // join side for each.
 #include "acceptor.hpp"
+#include "agent/log.hpp"
 #include "session.hpp"
 
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <unordered_map>
 
@@ -18,17 +20,24 @@ std::uint64_t random_session_id()
 	return id;
 }
 
-class StripeServer::Impl final : public SessionHost {
+class StripeServer::Impl final : public SessionHost, public Disposable {
 public:
 	Impl(Agent &agent, SessionConfig cfg, int listen_fd, Address peer)
 		: agent_(agent), cfg_(std::move(cfg)), peer_(peer),
-		  acceptor_(agent.ring(), listen_fd, [this](int fd) { accept(fd); })
+		  acceptor_(agent, listen_fd, [this](int fd) { accept(fd); })
 	{
-		agent.on_tick([this](Agent::Clock::time_point) { acceptor_.tick(); });
 	}
 
 	void accept(int fd)
 	{
+		if (sessions_.size() >= cfg_.max_sessions) {
+			stats_.refused_full++;
+			if (std::uint64_t n; full_log_.due(agent_.now(), &n))
+				log(LogLevel::warn, "refusing clients: {} sessions open (--max-sessions); "
+						    "{} refused in the last second", sessions_.size(), n);
+			::close(fd);
+			return;
+		}
 		auto s = std::make_unique<Session>(agent_, cfg_, *this, stats_, random_session_id(),
 						   cfg_.streams);
 		Session *p = s.get();
@@ -36,22 +45,48 @@ public:
 		p->start_stripe(fd, peer_);
 	}
 
-	void session_finished(Session *s) override { sessions_.erase(s); }
+	void session_finished(Session *s) override
+	{
+		auto node = sessions_.extract(s);
+		agent_.dispose(std::move(node.mapped()));
+	}
+
+	// Stops accepting and ends every session; what is still in flight
+	// completes later (idle()).
+	void shutdown()
+	{
+		acceptor_.stop();
+		std::vector<Session *> live;
+		for (auto &[p, s] : sessions_)
+			live.push_back(p);
+		for (Session *p : live)
+			if (sessions_.count(p))
+				p->abort(wire::ErrorCode::internal, "the stripe server is shutting down");
+	}
+
+	bool idle() const override { return sessions_.empty() && !acceptor_.busy(); }
 
 	Agent &agent_;
 	SessionConfig cfg_;
 	Address peer_;
 	ProxyStats stats_;
+	LogEverySecond full_log_;
 	std::unordered_map<Session *, std::unique_ptr<Session>> sessions_;
 	Acceptor acceptor_;
 };
 
 StripeServer::StripeServer(Agent &agent, SessionConfig cfg, int listen_fd, Address peer)
-	: impl_(std::make_unique<Impl>(agent, std::move(cfg), listen_fd, peer))
+	: impl_(std::make_unique<Impl>(agent, checked_config(std::move(cfg), listen_fd), listen_fd, peer))
 {
 }
 
-StripeServer::~StripeServer() = default;
+StripeServer::~StripeServer()
+{
+	Agent &agent = impl_->agent_;
+	impl_->shutdown();
+	agent.retire(std::move(impl_));
+}
+
 const ProxyStats &StripeServer::stats() const { return impl_->stats_; }
 
 } // namespace agent

@@ -14,6 +14,9 @@
 // In pull mode (StreamReader::pulls()) the recv is a one-byte MSG_PEEK into
 // the watch: its completion says data arrived without taking any, and the
 // reader splices the bytes itself.
+//
+// A paused socket has no recv armed, so each watch also has a fault poll
+// (prep_fault_poll): a reset reaches the reader at once, paused or not.
 #include "sources.hpp"
 
 #include <cerrno>
@@ -41,6 +44,7 @@ struct Watch final : Completion {
 	bool kick_pending = false; // a NOP is on its way to deliver held bytes
 	bool cancel_inflight = false; // unwatch()'s cancel has not completed
 	bool ended = false;    // on_end delivered or pending
+	bool fault_armed = false; // the fault poll is in flight
 	int pending_end = 1;   // 1: none; else the on_end value held while paused
 	std::vector<std::byte> held; // bytes that arrived while paused
 	EventCounters counters;
@@ -48,8 +52,16 @@ struct Watch final : Completion {
 	Watch(UringSource *s, int f, StreamReader *r) : src(s), fd(f), reader(r) {}
 	void on_complete(int res, unsigned flags) override;
 	void on_kick();
+	void on_fault(int res, unsigned flags);
+	void arm_fault();
 	void pull(int res);
 	void queue_kick();
+
+	struct Fault final : Completion {
+		Watch *w;
+		explicit Fault(Watch *watch) : w(watch) {}
+		void on_complete(int res, unsigned flags) override { w->on_fault(res, flags); }
+	} fault{this};
 
 	// Completes the NOP that resume() queues so held bytes are delivered
 	// from the ring, never from inside resume().
@@ -90,6 +102,7 @@ public:
 		auto *w = new Watch(this, fd, &reader);
 		watches_[fd] = w;
 		arm(w);
+		w->arm_fault();
 	}
 
 	void pause(int fd) override
@@ -126,6 +139,9 @@ public:
 		w->detached = true;
 		graveyard_.insert(w);
 		cancel(w);
+		if (w->fault_armed)
+			io_uring_prep_poll_remove(ring_.sqe(nullptr),
+						  reinterpret_cast<std::uintptr_t>(&w->fault));
 		reap(w);
 	}
 
@@ -173,7 +189,8 @@ public:
 	// Frees a detached watch once nothing refers to it any more.
 	void reap(Watch *w)
 	{
-		if (!w->detached || w->armed || w->busy || w->kick_pending || w->cancel_inflight)
+		if (!w->detached || w->armed || w->busy || w->kick_pending || w->cancel_inflight ||
+		    w->fault_armed)
 			return;
 		retired_ += w->counters;
 		graveyard_.erase(w);
@@ -245,8 +262,8 @@ void Watch::on_complete(int res, unsigned flags)
 		counters.data_ready++;
 		counters.passed++;
 		counters.bytes += res;
-		if (detached) {
-			// Dropped: the owner is closing the socket.
+		if (detached || ended) {
+			// Dropped: the owner is closing the socket, or it failed.
 		} else if (paused || kick_pending) {
 			// Behind bytes held earlier: order is kept.
 			held.insert(held.end(), bytes.begin(), bytes.end());
@@ -273,6 +290,40 @@ void Watch::on_complete(int res, unsigned flags)
 	}
 	if (!armed && !paused && !ended)
 		src->arm(this);
+}
+
+void Watch::arm_fault()
+{
+	prep_fault_poll(src->ring().sqe(&fault), fd);
+	fault_armed = true;
+}
+
+// A reset or an error reaches the reader now, even while paused (what was
+// held for it is dropped: the stream is broken anyway). A hang-up is left
+// to the reads, which report it in order.
+void Watch::on_fault(int res, unsigned flags)
+{
+	counters.completions++;
+	if (!(flags & IORING_CQE_F_MORE))
+		fault_armed = false;
+	if (detached) {
+		src->reap(this);
+		return;
+	}
+	if (int err = socket_failure(fd, res); err < 0 && !ended) {
+		ended = true;
+		held.clear();
+		pending_end = 1;
+		busy = true;
+		reader->on_end(err);
+		busy = false;
+		if (detached) {
+			src->reap(this);
+			return;
+		}
+	}
+	if (!fault_armed && !ended && res != -ECANCELED)
+		arm_fault();
 }
 
 void Watch::Cancel::on_complete(int, unsigned)

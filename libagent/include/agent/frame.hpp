@@ -38,6 +38,7 @@ enum class ErrorCode : std::uint32_t {
 	unreachable = 3, // the target could not be reached
 	stream_lost = 4, // a stream of the session ended early
 	internal = 5,
+	timeout = 6,     // no progress, or a connect, within its time
 };
 
 struct Header {

@@ -25,7 +25,18 @@ struct SessionConfig {
 	std::size_t reorder_budget = 8 << 20;        // out-of-order bytes held per session
 	std::size_t send_limit = 1 << 20;            // queued bytes per connection
 	std::chrono::milliseconds handshake_timeout{5000};
-	unsigned max_sessions = 4096;                // join: sessions and pending streams
+	// A stream or target connect that has not completed by then fails.
+	std::chrono::milliseconds connect_timeout{5000};
+	// A session that moves no byte either way for this long is ended
+	// (zero: never). Ended within one resolution (100 ms) past it.
+	std::chrono::milliseconds idle_timeout{300000};
+	// A socket closed gracefully that cannot flush within this (its peer
+	// does not read) is reset instead.
+	std::chrono::milliseconds linger_timeout{5000};
+	unsigned max_sessions = 4096;                // sessions at once (each side)
+	// Join: streams accepted whose HELLO has not arrived yet. When full,
+	// the oldest is dropped for the newcomer.
+	unsigned max_pending = 1024;
 	std::optional<AuthKey> key;
 	// Splice payload bytes between the sockets and the streams through
 	// pipes (no copy in user space); false copies them through buffers.
@@ -36,11 +47,18 @@ struct SessionConfig {
 	std::string congestion;
 };
 
+// What is wrong with cfg (empty if nothing): the library refuses a config it
+// cannot run (zero streams or chunk, more streams than the wire carries...).
+std::string validate(const SessionConfig &cfg);
+
 struct ProxyStats {
 	std::uint64_t sessions_opened = 0;
 	std::uint64_t sessions_done = 0;   // ended cleanly
 	std::uint64_t sessions_failed = 0; // ended by an error, reset or bad input
 	std::uint64_t streams_refused = 0; // join: bad or unauthenticated hellos
+	std::uint64_t refused_full = 0;    // connections closed at --max-sessions
+	std::uint64_t pending_dropped = 0; // join: handshakes dropped for newer ones
+	std::uint64_t timeouts = 0;        // sessions or handshakes ended by a timeout
 	std::uint64_t bytes_in = 0;        // plain end -> streams (payload)
 	std::uint64_t bytes_out = 0;       // streams -> plain end (payload)
 	std::uint64_t frames_sent = 0;
@@ -84,6 +102,10 @@ using AppFactory = std::function<std::unique_ptr<SessionApp>()>;
 
 class Session;
 
+// A server takes the listening socket. It throws std::invalid_argument (with
+// validate()'s reason) for a config it cannot run. It may be destroyed while
+// its agent runs: it stops accepting, ends its sessions, and the agent frees
+// what is left once nothing in flight refers to it.
 class StripeServer {
 public:
 	StripeServer(Agent &agent, SessionConfig cfg, int listen_fd, Address peer);

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 namespace agent {
 
@@ -28,6 +29,11 @@ public:
 	Ring &operator=(const Ring &) = delete;
 
 	// A fresh SQE whose user_data is c; submits first if the SQ is full.
+	// When the kernel refuses new work until completions are reaped
+	// (EBUSY: the CQ overflowed), the ready completions are set aside and
+	// dispatched by the next run_once(), never from inside sqe(): callers
+	// are in the middle of their own handlers. Throws if the ring cannot
+	// take an SQE at all (a broken ring), rather than spin.
 	io_uring_sqe *sqe(Completion *c);
 	// Submits pending SQEs, waits for at least one CQE (or until
 	// timeout_ms passes, if >= 0) and dispatches every ready CQE.
@@ -39,8 +45,17 @@ public:
 	std::uint64_t completions() const { return completions_; }
 
 private:
+	struct SetAside {
+		Completion *c;
+		int res;
+		unsigned flags;
+	};
+	void set_aside_ready();
+	void dispatch(Completion *c, int res, unsigned flags);
+
 	io_uring ring_{};
 	std::uint64_t completions_ = 0;
+	std::vector<SetAside> set_aside_;
 };
 
 // Adapts a lambda-like callable into a Completion (for long-lived owners
