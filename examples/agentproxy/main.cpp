@@ -18,6 +18,10 @@ using namespace agent;
 
 namespace {
 
+// Descriptors kept for what is not a session: the ring, the event source's
+// maps and device, the listener, the pipe pool.
+constexpr std::uint64_t kReservedFds = 64;
+
 struct Options {
 	std::string listen, peer, target, key_file, events = "auto", user;
 	unsigned streams = 4;
@@ -25,7 +29,11 @@ struct Options {
 	std::size_t reorder_budget = 8u << 20;
 	std::size_t send_buffer = 1u << 20;
 	unsigned handshake_ms = 5000;
+	unsigned connect_ms = 5000;
+	unsigned idle_s = 300;
+	unsigned linger_ms = 5000;
 	unsigned max_sessions = 4096;
+	unsigned max_pending = 1024;
 	unsigned buffers = 512;
 	std::size_t buffer_size = 64 * 1024;
 	unsigned stats_interval = 0;
@@ -39,11 +47,12 @@ void print_counters(const char *side, const ProxyStats &s, EventSource &ev)
 	EventCounters c = ev.counters();
 	std::string out = fmt::format(
 		"stats[{}]: sessions opened {} done {} failed {} active {}; streams refused {}; "
+		"refused full {}; handshakes dropped {}; timeouts {}; "
 		"bytes in {} out {}; frames sent {} received {}; backpressure pauses {}\n"
 		"events[{}]: data_ready {} state_change {} write_space {} error_report {}; "
 		"passed {} filtered {} coalesced {}; completions {} bytes {} overflows {}\n",
 		side, s.sessions_opened, s.sessions_done, s.sessions_failed, s.active,
-		s.streams_refused, s.bytes_in, s.bytes_out, s.frames_sent, s.frames_received,
+		s.streams_refused, s.refused_full, s.pending_dropped, s.timeouts, s.bytes_in, s.bytes_out, s.frames_sent, s.frames_received,
 		s.backpressure_pauses, ev.name(), c.data_ready, c.state_change, c.write_space,
 		c.error_report, c.passed, c.filtered, c.coalesced, c.completions, c.bytes,
 		c.overflows);
@@ -78,8 +87,24 @@ void add_common(CLI::App *sub, Options &o)
 			"arrive")
 		->check(CLI::Range(10u, 600000u))
 		->capture_default_str();
+	sub->add_option("--connect-timeout", o.connect_ms,
+			"ms for a connect (streams to the join side, the target) to complete; "
+			"0: the kernel's SYN retries decide")
+		->check(CLI::Range(0u, 600000u))
+		->capture_default_str();
+	sub->add_option("--idle-timeout", o.idle_s,
+			"seconds a session may move no byte either way before it is ended; "
+			"0: never")
+		->check(CLI::Range(0u, 86400u * 7))
+		->capture_default_str();
+	sub->add_option("--linger-timeout", o.linger_ms,
+			"ms a closing connection may take to flush what is queued (its peer "
+			"does not read) before it is reset")
+		->check(CLI::Range(1u, 600000u))
+		->capture_default_str();
 	sub->add_option("--max-sessions", o.max_sessions,
-			"sessions plus pending handshakes accepted at once")
+			"sessions open at once; more clients (stripe) or new sessions (join) "
+			"are refused")
 		->check(CLI::Range(1u, 1000000u))
 		->capture_default_str();
 	sub->add_option("--buffers", o.buffers, "provided receive buffers (power of two)")
@@ -132,6 +157,11 @@ int main(int argc, char **argv)
 		->capture_default_str();
 	auto *join = app.add_subcommand("join", "accept striped sessions and join them to a target");
 	add_common(join, o);
+	join->add_option("--max-pending", o.max_pending,
+			 "streams accepted whose HELLO has not arrived yet; when full, the "
+			 "oldest is dropped for the newcomer")
+		->check(CLI::Range(1u, 1000000u))
+		->capture_default_str();
 	join->add_option("--target", o.target, "the server to connect each session to, HOST:PORT")
 		->required();
 
@@ -174,13 +204,46 @@ int main(int argc, char **argv)
 	cfg.reorder_budget = o.reorder_budget;
 	cfg.send_limit = o.send_buffer;
 	cfg.handshake_timeout = std::chrono::milliseconds(o.handshake_ms);
+	cfg.connect_timeout = std::chrono::milliseconds(o.connect_ms);
+	cfg.idle_timeout = std::chrono::seconds(o.idle_s);
+	cfg.linger_timeout = std::chrono::milliseconds(o.linger_ms);
 	cfg.max_sessions = o.max_sessions;
+	cfg.max_pending = o.max_pending;
 	cfg.splice = o.data_path == "splice";
 	cfg.congestion = o.congestion;
 	if (!o.key_file.empty()) {
 		cfg.key = AuthKey::from_file(o.key_file, &err);
 		if (!cfg.key)
 			return usage_error("--key-file: " + err);
+	}
+
+	if (std::string e = validate(cfg); !e.empty())
+		return usage_error(e);
+
+	// Raised before anything is opened. Every socket and pipe is a
+	// descriptor: a session of N streams holds N + 1 sockets and, while
+	// bytes sit in them, a pipe (two) or two; a few dozen go to the ring,
+	// the event source and the pipe pool. Past that many sessions a new
+	// one would fail half-made and take a pipe from a good one: they are
+	// refused instead.
+	std::uint64_t fds = raise_fd_limit();
+	std::uint64_t spare = fds > kReservedFds ? fds - kReservedFds : 0;
+	if (!is_stripe && cfg.max_pending > spare / 4) {
+		// Pending handshakes take one descriptor each; a quarter at most.
+		unsigned pending = static_cast<unsigned>(std::max<std::uint64_t>(spare / 4, 1));
+		log(LogLevel::warn, "--max-pending {} lowered to {}: {} descriptors (RLIMIT_NOFILE)",
+		    cfg.max_pending, pending, fds);
+		cfg.max_pending = pending;
+	}
+	if (!is_stripe)
+		spare -= std::min<std::uint64_t>(spare, cfg.max_pending);
+	unsigned per_session_streams = is_stripe ? o.streams : 4;
+	std::uint64_t reachable = spare / (per_session_streams + 5ull);
+	if (reachable < cfg.max_sessions) {
+		log(LogLevel::warn, "--max-sessions {} lowered to {}: {} descriptors (RLIMIT_NOFILE) "
+				    "hold no more sessions of {} streams", cfg.max_sessions,
+		    std::max<std::uint64_t>(reachable, 1), fds, per_session_streams);
+		cfg.max_sessions = static_cast<unsigned>(std::max<std::uint64_t>(reachable, 1));
 	}
 
 	AgentOptions ao;
@@ -231,6 +294,10 @@ int main(int argc, char **argv)
 	std::printf("events: %s\n", std::string(agent->events().name()).c_str());
 	std::printf("%s: listening on %s, %s %s\n", side, local_address(lfd).c_str(),
 		    is_stripe ? "peer" : "target", remote->str().c_str());
+	std::printf("limits: %llu descriptors: room for %llu sessions of %u streams; "
+		    "--max-sessions %u\n",
+		    static_cast<unsigned long long>(fds), static_cast<unsigned long long>(reachable),
+		    per_session_streams, cfg.max_sessions);
 	std::fflush(stdout);
 
 	agent->on_report([&] { print_counters(side, stats(), agent->events()); });

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "pipe.hpp"
 
+#include "agent/log.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -62,9 +64,17 @@ Pipe Pipe::acquire(std::size_t capacity)
 	p.wr_ = fds[1];
 	// A larger pipe takes a whole frame's worth of socket buffers per
 	// splice. Past /proc/sys/fs/pipe-max-size or the per-user page limit
-	// this fails, and the default 16 slots still work, in smaller steps.
+	// this fails, and the default slots still work, in smaller steps
+	// (past fs.pipe-user-pages-soft an unprivileged user's new pipes get
+	// two pages): sessions slow down, they do not fail.
 	int saved = errno;
-	fcntl(p.wr_, F_SETPIPE_SZ, static_cast<int>(capacity));
+	if (fcntl(p.wr_, F_SETPIPE_SZ, static_cast<int>(capacity)) < 0 && errno == EPERM) {
+		thread_local LogEverySecond limited;
+		if (std::uint64_t n; limited.due(std::chrono::steady_clock::now(), &n))
+			log(LogLevel::warn, "pipes stay small ({}x in the last second): this user "
+					    "reached fs.pipe-user-pages-soft; splices go in smaller "
+					    "steps", n);
+	}
 	errno = saved;
 	return p;
 }

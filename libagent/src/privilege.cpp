@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -50,6 +51,20 @@ bool drop_privileges(std::string_view user, std::string *err)
 	}
 	// Setting ids cleared the dumpable flag; core dumps stay off.
 	return true;
+}
+
+std::uint64_t raise_fd_limit()
+{
+	rlimit rl{};
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlimit want = rl;
+		want.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+			rl = want;
+	}
+	return rl.rlim_cur;
 }
 
 } // namespace agent

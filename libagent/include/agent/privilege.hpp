@@ -4,6 +4,7 @@
 // file descriptors.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -14,5 +15,9 @@ namespace agent {
 // for good: real, effective and saved ids, so root cannot be regained.
 // Returns false with *err set to one line when it cannot.
 bool drop_privileges(std::string_view user, std::string *err);
+
+// Raises the soft RLIMIT_NOFILE to the hard limit (every socket and pipe is
+// a descriptor); returns the soft limit in effect afterwards.
+std::uint64_t raise_fd_limit();
 
 } // namespace agent
