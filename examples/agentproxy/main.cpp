@@ -28,6 +28,7 @@ struct Options {
 	std::size_t chunk = 1024 * 1024; // per-frame costs (header, stream switch) amortized
 	std::size_t reorder_budget = 8u << 20;
 	std::size_t send_buffer = 1u << 20;
+	std::size_t max_memory = std::size_t(1) << 30;
 	unsigned handshake_ms = 5000;
 	unsigned connect_ms = 5000;
 	unsigned idle_s = 300;
@@ -42,18 +43,21 @@ struct Options {
 	bool verbose = false, quiet = false;
 };
 
-void print_counters(const char *side, const ProxyStats &s, EventSource &ev)
+void print_counters(const char *side, const ProxyStats &s, Agent &agent)
 {
+	EventSource &ev = agent.events();
+	const MemoryBudget &mem = agent.memory();
 	EventCounters c = ev.counters();
 	std::string out = fmt::format(
 		"stats[{}]: sessions opened {} done {} failed {} active {}; streams refused {}; "
 		"refused full {}; handshakes dropped {}; timeouts {}; "
-		"bytes in {} out {}; frames sent {} received {}; backpressure pauses {}\n"
+		"bytes in {} out {}; frames sent {} received {}; backpressure pauses {}; "
+		"memory held {} peak {}\n"
 		"events[{}]: data_ready {} state_change {} write_space {} error_report {}; "
 		"passed {} filtered {} coalesced {}; completions {} bytes {} overflows {}\n",
 		side, s.sessions_opened, s.sessions_done, s.sessions_failed, s.active,
 		s.streams_refused, s.refused_full, s.pending_dropped, s.timeouts, s.bytes_in, s.bytes_out, s.frames_sent, s.frames_received,
-		s.backpressure_pauses, ev.name(), c.data_ready, c.state_change, c.write_space,
+		s.backpressure_pauses, mem.used(), mem.peak(), ev.name(), c.data_ready, c.state_change, c.write_space,
 		c.error_report, c.passed, c.filtered, c.coalesced, c.completions, c.bytes,
 		c.overflows);
 	std::fwrite(out.data(), 1, out.size(), stdout);
@@ -81,6 +85,13 @@ void add_common(CLI::App *sub, Options &o)
 			"bytes queued per connection before reading its source pauses")
 		->transform(CLI::AsSizeValue(false))
 		->check(CLI::Range(std::size_t(16 * 1024), std::size_t(1) << 30))
+		->capture_default_str();
+	sub->add_option("--max-memory", o.max_memory,
+			"bytes held in memory for all sessions together (send queues and "
+			"reorder buffers of the copy path; the splice path keeps its bytes in "
+			"the kernel); past it no session reads more until there is room")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(1) << 20, std::size_t(1) << 40))
 		->capture_default_str();
 	sub->add_option("--handshake-timeout", o.handshake_ms,
 			"ms for a stream to send its HELLO and for a session's streams to "
@@ -250,6 +261,7 @@ int main(int argc, char **argv)
 	parse_event_kind(o.events, ao.events);
 	ao.buffer_count = o.buffers;
 	ao.buffer_size = o.buffer_size;
+	ao.memory_cap = o.max_memory;
 	auto agent = Agent::create(ao, &err);
 	if (!agent) {
 		std::fprintf(stderr, "agentproxy %s: --events %s: %s\n", side, o.events.c_str(),
@@ -300,17 +312,17 @@ int main(int argc, char **argv)
 		    per_session_streams, cfg.max_sessions);
 	std::fflush(stdout);
 
-	agent->on_report([&] { print_counters(side, stats(), agent->events()); });
+	agent->on_report([&] { print_counters(side, stats(), *agent); });
 	if (o.stats_interval > 0) {
 		auto next = Agent::Clock::now() + std::chrono::seconds(o.stats_interval);
 		agent->on_tick([&, next](Agent::Clock::time_point now) mutable {
 			if (now < next)
 				return;
 			next = now + std::chrono::seconds(o.stats_interval);
-			print_counters(side, stats(), agent->events());
+			print_counters(side, stats(), *agent);
 		});
 	}
 	agent->run();
-	print_counters(side, stats(), agent->events());
+	print_counters(side, stats(), *agent);
 	return 0;
 }

@@ -11,7 +11,8 @@
 
 namespace agent {
 
-Agent::Agent(const AgentOptions &opts) : ring_(opts.ring_entries)
+Agent::Agent(const AgentOptions &opts)
+	: ring_(opts.ring_entries), memory_(ring_, opts.memory_cap)
 {
 	buffers_ = std::make_unique<BufferRing>(ring_, 0, opts.buffer_count, opts.buffer_size);
 }

@@ -118,6 +118,7 @@ void Conn::append(std::span<const std::byte> s)
 		std::memcpy(b.data + b.end, s.data(), n);
 		b.end += n;
 		queued_ += n;
+		agent_.memory().take(n);
 		s = s.subspan(n);
 	}
 }
@@ -280,6 +281,7 @@ void Conn::on_send(int res, unsigned)
 	std::size_t left = res;
 	bytes_sent_ += left;
 	queued_ -= left;
+	agent_.memory().give(left);
 	while (left > 0) {
 		Block &b = blocks_.front();
 		std::size_t n = std::min(left, b.end - b.begin);
@@ -352,6 +354,7 @@ void Conn::drop_blocks()
 	for (auto &b : blocks_)
 		block_free(b.data);
 	blocks_.clear();
+	agent_.memory().give(queued_);
 	queued_ = 0;
 }
 

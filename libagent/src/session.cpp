@@ -93,6 +93,16 @@ Session::~Session()
 	assert((freed_ && !plain_watching_ && idle()) || agent_.tearing_down());
 	if (plain_watching_)
 		agent_.events().unwatch(plain_->fd());
+	agent_.memory().forget(*this);
+	agent_.memory().give(rx_.held_bytes());
+}
+
+void Session::memory_available()
+{
+	if (closing_)
+		return;
+	update_plain_pause();
+	pump();
 }
 
 bool Session::idle() const
@@ -288,8 +298,10 @@ void Session::update_plain_pause()
 		std::size_t least = SIZE_MAX;
 		for (auto &st : streams_)
 			least = std::min(least, st ? st->conn.queued() : 0);
-		full = least >= cfg_.send_limit;
-		roomy = least < cfg_.send_limit / 2;
+		// Past the agent's memory cap, reading waits for room.
+		bool over = agent_.memory().over();
+		full = least >= cfg_.send_limit || over;
+		roomy = least < cfg_.send_limit / 2 && !over;
 	}
 	if (app_) {
 		// An application cannot be paused: stop feeding it instead.
@@ -306,6 +318,8 @@ void Session::update_plain_pause()
 		plain_paused_ = false;
 		agent_.events().resume(plain_->fd());
 	}
+	if (plain_paused_ && agent_.memory().over())
+		agent_.memory().wait(*this);
 }
 
 void Session::plain_read_ended(int err)
@@ -360,7 +374,9 @@ void Session::stream_data(Stream &st, std::span<const std::byte> bytes)
 std::size_t Session::consume(Stream &st, std::span<const std::byte> buf)
 {
 	std::size_t off = 0;
-	while (!closing_ && buf.size() - off >= wire::kHeaderSize) {
+	// Paused, the rest waits in st.in (pump() takes it up): a receive
+	// buffer's worth of frames past the pause would overshoot the budgets.
+	while (!closing_ && !ingress_paused_ && buf.size() - off >= wire::kHeaderSize) {
 		wire::Header h;
 		auto s = wire::decode_header(buf.subspan(off).first<wire::kHeaderSize>(), h);
 		if (s != wire::Status::ok) {
@@ -393,7 +409,8 @@ std::string Session::data_seq_error(const Stream &st, std::uint64_t seq) const
 // always goes through).
 bool Session::fits_reorder(const wire::Header &h) const
 {
-	return h.seq == rx_.next() || rx_.held_bytes() + h.length <= rx_.budget();
+	return h.seq == rx_.next() ||
+	       (rx_.held_bytes() + h.length <= rx_.budget() && !agent_.memory().over());
 }
 
 bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const std::byte> payload)
@@ -407,6 +424,13 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 	case wire::Type::data: {
 		if (std::string e = data_seq_error(st, h.seq); !e.empty())
 			return bad(e);
+		if (h.seq != rx_.next() && agent_.memory().over()) {
+			// Out of order past the agent's cap: as at our own budget.
+			st.blocked = true;
+			apply_pause(st);
+			agent_.memory().wait(*this);
+			return false;
+		}
 		switch (rx_.offer(h.seq, payload)) {
 		case ReorderBuffer::Verdict::in_order:
 			rx_.advance();
@@ -414,6 +438,7 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 			drain_reorder();
 			break;
 		case ReorderBuffer::Verdict::stored:
+			agent_.memory().take(payload.size());
 			break;
 		case ReorderBuffer::Verdict::duplicate:
 			return bad(fmt::format("duplicate DATA seq {}", h.seq));
@@ -479,8 +504,10 @@ void Session::deliver(std::span<const std::byte> bytes)
 void Session::drain_reorder()
 {
 	std::vector<std::byte> frame;
-	while (!closing_ && rx_.pop(frame))
+	while (!closing_ && rx_.pop(frame)) {
+		agent_.memory().give(frame.size());
 		deliver(frame);
+	}
 	if (closing_ || rx_done_ || !rx_fin_seq_ || rx_.next() != *rx_fin_seq_)
 		return;
 	rx_done_ = true;
@@ -563,8 +590,11 @@ void Session::update_ingress_pause()
 			for (auto &st : streams_)
 				q = std::min(q, st->conn.queued());
 		}
-		over = q >= cfg_.send_limit;
-		under = q < cfg_.send_limit / 2;
+		// Past the agent's memory cap, a plain end with bytes still
+		// queued takes no more: its queue drains on its own.
+		bool mem = agent_.memory().over() && q > 0;
+		over = q >= cfg_.send_limit || mem;
+		under = q < cfg_.send_limit / 2 && !mem;
 	}
 	bool was = ingress_paused_;
 	if (!ingress_paused_ && over) {
@@ -644,6 +674,7 @@ void Session::conn_sent(Conn &)
 	if (closing_)
 		return;
 	update_ingress_pause();
+	pump(); // what waited in the streams' buffers while paused
 	check_done();
 }
 

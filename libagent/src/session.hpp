@@ -102,6 +102,7 @@ class Session final : public StreamHandler,
 		      public ConnOwner,
 		      public StreamReader,
 		      public SessionHandle,
+		      public MemoryWaiter,
 		      public Disposable {
 public:
 	Session(Agent &agent, const SessionConfig &cfg, SessionHost &host, ProxyStats &stats,
@@ -155,6 +156,9 @@ public:
 	void conn_sent(Conn &) override;
 	void conn_failed(Conn &, int err) override;
 	void conn_op_done(Conn &) override { maybe_free(); }
+
+	// The agent's memory budget has room again.
+	void memory_available() override;
 
 private:
 	// The zero-copy path (session_pull.cpp).

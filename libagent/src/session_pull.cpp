@@ -215,6 +215,8 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 	if (h.type == wire::Type::data && !fits_reorder(h)) {
 		// handle_frame() would refuse it for now: keep it and stop.
 		st.blocked = true;
+		if (agent_.memory().over())
+			agent_.memory().wait(*this);
 		return false;
 	}
 	st.head.reset();

@@ -27,12 +27,13 @@ import cases_traffic  # noqa: E402
 import cases_failure  # noqa: E402
 import cases_badinput  # noqa: E402
 import cases_cli  # noqa: E402
+import cases_abuse  # noqa: E402
 
 
 
 def all_tests():
     tests = []
-    for mod in (cases_cli, cases_traffic, cases_failure, cases_badinput):
+    for mod in (cases_cli, cases_traffic, cases_failure, cases_badinput, cases_abuse):
         tests += mod.tests()
     return tests
 

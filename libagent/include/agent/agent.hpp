@@ -6,6 +6,7 @@
 
 #include "agent/buffer_ring.hpp"
 #include "agent/event_source.hpp"
+#include "agent/memory_budget.hpp"
 #include "agent/ring.hpp"
 #include "agent/timer.hpp"
 
@@ -32,6 +33,9 @@ struct AgentOptions {
 	unsigned ring_entries = 1024;
 	unsigned buffer_count = 512;         // provided buffers (power of two)
 	std::size_t buffer_size = 64 * 1024; // bytes each
+	// Bytes held in user space for all sessions of the thread (send
+	// queues, reorder buffers); past it sessions stop reading.
+	std::size_t memory_cap = std::size_t(1) << 30;
 };
 
 class Agent {
@@ -46,6 +50,7 @@ public:
 	Ring &ring() { return ring_; }
 	BufferRing &buffers() { return *buffers_; }
 	EventSource &events() { return *events_; }
+	MemoryBudget &memory() { return memory_; }
 
 	// Runs the loop until stop(); SIGINT and SIGTERM call stop(), SIGUSR1
 	// calls the report callback.
@@ -80,6 +85,7 @@ private:
 	void reap();
 
 	Ring ring_;
+	MemoryBudget memory_;
 	std::unique_ptr<BufferRing> buffers_;
 	std::unique_ptr<EventSource> events_;
 	bool running_ = false;
