@@ -10,7 +10,9 @@ import harness
 from harness import HOST, check, free_port
 
 FLAGS = ["--listen", "--peer", "--target", "--streams", "--chunk", "--key-file", "--events",
-         "--reorder-budget", "--send-buffer", "--handshake-timeout", "--data-path", "--congestion"]
+         "--reorder-budget", "--send-buffer", "--handshake-timeout", "--data-path", "--congestion",
+         "--connect-timeout", "--idle-timeout", "--linger-timeout", "--max-sessions",
+         "--max-pending", "--max-memory"]
 
 
 def run(args, timeout=15):
@@ -28,11 +30,13 @@ def t_help(mkenv):
 
 def t_sub_help(mkenv):
     errs = []
-    for sub, want in (("stripe", ["--peer", "--streams", "--chunk"]), ("join", ["--target"])):
+    for sub, want in (("stripe", ["--peer", "--streams", "--chunk"]),
+                      ("join", ["--target", "--max-pending"])):
         r = run([sub, "--help"])
         out = r.stdout.decode("utf-8", "replace")
         common = ["--listen", "--key-file", "--events", "--reorder-budget", "--send-buffer",
-                  "--handshake-timeout"]
+                  "--handshake-timeout", "--connect-timeout", "--idle-timeout",
+                  "--linger-timeout", "--max-sessions", "--max-memory"]
         missing = [f for f in common + want if f not in out]
         if r.returncode != 0 or missing:
             errs.append("agentproxy %s --help: exit %d, missing %s" % (sub, r.returncode,
@@ -53,6 +57,14 @@ def t_bad_flag(mkenv):
                   "--events", "carrier-pigeon"],
                  ["join", "--listen", "%s:%d" % (HOST, lp), "--target", "%s:%d" % (HOST, pp),
                   "--congestion", "no-such-cc"],
+                 ["join", "--listen", "%s:%d" % (HOST, lp), "--target", "%s:%d" % (HOST, pp),
+                  "--max-pending", "0"],
+                 ["stripe", "--listen", "%s:%d" % (HOST, lp), "--peer", "%s:%d" % (HOST, pp),
+                  "--idle-timeout", "-1"],
+                 ["stripe", "--listen", "%s:%d" % (HOST, lp), "--peer", "%s:%d" % (HOST, pp),
+                  "--linger-timeout", "0"],
+                 ["stripe", "--listen", "%s:%d" % (HOST, lp), "--peer", "%s:%d" % (HOST, pp),
+                  "--max-memory", "1K"],
                  ["frobnicate"]):
         r = run(args)
         err = r.stderr.decode("utf-8", "replace")

@@ -5,9 +5,12 @@
 
 #include <catch2/catch_test_macros.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <string>
 
 using namespace agent;
@@ -225,4 +228,79 @@ TEST_CASE("uring source in pull mode: no turn while paused, one after resume",
 	CHECK(p.got.size() == 300);
 	ev.unwatch(f.sv[0]);
 	f.spin();
+}
+
+namespace {
+
+// A connected TCP pair on loopback (a reset needs TCP; a socketpair has none).
+void tcp_pair(int &ours, int &peer)
+{
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	sockaddr_in sa{};
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t len = sizeof(sa);
+	REQUIRE(bind(l, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0);
+	REQUIRE(listen(l, 1) == 0);
+	REQUIRE(getsockname(l, reinterpret_cast<sockaddr *>(&sa), &len) == 0);
+	peer = socket(AF_INET, SOCK_STREAM, 0);
+	REQUIRE(connect(peer, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0);
+	ours = accept(l, nullptr, nullptr);
+	REQUIRE(ours >= 0);
+	close(l);
+}
+
+void reset_close(int fd)
+{
+	linger l{1, 0};
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+	close(fd);
+}
+
+} // namespace
+
+TEST_CASE("uring source: a reset reaches a paused reader at once", "[uring][fault]")
+{
+	Fixture f;
+	Collect c;
+	int ours, peer;
+	tcp_pair(ours, peer);
+	EventSource &ev = f.agent->events();
+	ev.watch(ours, c);
+	REQUIRE(write(peer, "abc", 3) == 3);
+	f.spin();
+	REQUIRE(c.got == "abc");
+	ev.pause(ours);
+	REQUIRE(write(peer, "more", 4) == 4);
+	reset_close(peer);
+	f.spin();
+	// Paused, yet told: the stream is broken whatever was held.
+	CHECK(c.end == -ECONNRESET);
+	ev.unwatch(ours);
+	f.spin();
+	close(ours);
+}
+
+TEST_CASE("uring source: an idle half-closed socket costs no completions", "[uring][fault]")
+{
+	Fixture f;
+	Collect c;
+	int ours, peer;
+	tcp_pair(ours, peer);
+	EventSource &ev = f.agent->events();
+	ev.watch(ours, c);
+	ev.pause(ours); // as a session that waits for its other end
+	shutdown(peer, SHUT_WR);
+	f.spin();
+	std::uint64_t before = f.agent->ring().completions();
+	f.spin(40); // 200 ms of nothing
+	CHECK(f.agent->ring().completions() - before <= 1);
+	CHECK(c.end == 1); // paused: the end waits for resume
+	ev.resume(ours);
+	f.spin();
+	CHECK(c.end == 0);
+	ev.unwatch(ours);
+	f.spin();
+	close(ours);
+	close(peer);
 }
