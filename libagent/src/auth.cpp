@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <cstring>
 #include <fstream>
 #include <iterator>
 
@@ -53,6 +54,31 @@ bool AuthKey::verify(const wire::Hello &hello) const
 		return false;
 	auto want = tag_of(hello);
 	return CRYPTO_memcmp(want.data(), hello.tag.data(), want.size()) == 0;
+}
+
+std::array<std::uint8_t, wire::kTagSize>
+AuthKey::prove(const wire::Hello &hello, std::span<const std::byte, wire::kHelloAckSize> ack) const
+{
+	std::byte buf[wire::kHelloSignedSize + wire::kHelloAckSize];
+	std::byte enc[wire::kHelloSize];
+	wire::Hello h = hello;
+	h.flags |= wire::kHelloFlagAuth;
+	wire::encode_hello(h, enc);
+	std::memcpy(buf, enc, wire::kHelloSignedSize);
+	std::memcpy(buf + wire::kHelloSignedSize, ack.data(), ack.size());
+	std::array<std::uint8_t, wire::kTagSize> tag{};
+	unsigned len = tag.size();
+	HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()),
+	     reinterpret_cast<const unsigned char *>(buf), sizeof(buf), tag.data(), &len);
+	return tag;
+}
+
+bool AuthKey::verify_proof(const wire::Hello &hello,
+			   std::span<const std::byte, wire::kHelloAckSize> ack,
+			   std::span<const std::byte, wire::kAuthSize> tag) const
+{
+	auto want = prove(hello, ack);
+	return CRYPTO_memcmp(want.data(), tag.data(), want.size()) == 0;
 }
 
 } // namespace agent

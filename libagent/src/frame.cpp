@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "agent/frame.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace agent::wire {
@@ -60,7 +61,7 @@ Status decode_header(std::span<const std::byte, kHeaderSize> in, Header &out)
 {
 	const std::byte *p = in.data();
 	auto type = std::to_integer<std::uint8_t>(p[0]);
-	if (type < std::uint8_t(Type::hello) || type > std::uint8_t(Type::error))
+	if (type < std::uint8_t(Type::hello) || type > std::uint8_t(Type::auth))
 		return Status::bad_type;
 	if (get<std::uint16_t>(p + 2) != 0 || p[1] != std::byte{0})
 		return Status::bad_reserved;
@@ -81,6 +82,10 @@ Status decode_header(std::span<const std::byte, kHeaderSize> in, Header &out)
 									 : Status::bad_length;
 	case Type::data:
 		return out.length > 0 ? Status::ok : Status::bad_length;
+	case Type::hello_ack:
+		return out.length == kHelloAckSize ? Status::ok : Status::bad_length;
+	case Type::auth:
+		return out.length == kAuthSize ? Status::ok : Status::bad_length;
 	}
 	return Status::bad_type;
 }
@@ -93,7 +98,8 @@ void encode_hello(const Hello &h, std::byte out[kHelloSize])
 	put<std::uint64_t>(out + 8, h.session);
 	put<std::uint16_t>(out + 16, h.index);
 	put<std::uint16_t>(out + 18, h.count);
-	put<std::uint32_t>(out + 20, 0);
+	put<std::uint16_t>(out + 20, h.min_version);
+	put<std::uint16_t>(out + 22, 0);
 	std::memcpy(out + kHelloSignedSize, h.tag.data(), kTagSize);
 }
 
@@ -103,10 +109,12 @@ Status decode_hello(std::span<const std::byte, kHelloSize> in, Hello &out)
 	if (get<std::uint32_t>(p) != kMagic)
 		return Status::bad_magic;
 	out.version = get<std::uint16_t>(p + 4);
-	if (out.version != kVersion)
+	// Kept as sent (the HMAC covers the bytes): v1 has a zero here.
+	out.min_version = get<std::uint16_t>(p + 20);
+	if (out.version == 0 || oldest_version(out) > out.version)
 		return Status::bad_version;
 	out.flags = get<std::uint16_t>(p + 6);
-	if (out.flags & ~kHelloFlagAuth || get<std::uint32_t>(p + 20) != 0)
+	if (out.flags & ~kHelloFlagAuth || get<std::uint16_t>(p + 22) != 0)
 		return Status::bad_reserved;
 	out.session = get<std::uint64_t>(p + 8);
 	out.index = get<std::uint16_t>(p + 16);
@@ -115,6 +123,38 @@ Status decode_hello(std::span<const std::byte, kHelloSize> in, Hello &out)
 		return Status::bad_stream;
 	std::memcpy(out.tag.data(), p + kHelloSignedSize, kTagSize);
 	return Status::ok;
+}
+
+void encode_hello_ack(const HelloAck &a, std::byte out[kHelloAckSize])
+{
+	put<std::uint32_t>(out, kMagic);
+	put<std::uint16_t>(out + 4, a.version);
+	put<std::uint16_t>(out + 6, a.features);
+	std::memcpy(out + 8, a.nonce.data(), kNonceSize);
+	put<std::uint64_t>(out + 8 + kNonceSize, 0);
+}
+
+Status decode_hello_ack(std::span<const std::byte, kHelloAckSize> in, HelloAck &out)
+{
+	const std::byte *p = in.data();
+	if (get<std::uint32_t>(p) != kMagic)
+		return Status::bad_magic;
+	out.version = get<std::uint16_t>(p + 4);
+	if (out.version < kMinVersion || out.version > kVersion)
+		return Status::bad_version;
+	out.features = get<std::uint16_t>(p + 6);
+	if (out.features != 0 || get<std::uint64_t>(p + 8 + kNonceSize) != 0)
+		return Status::bad_reserved;
+	std::memcpy(out.nonce.data(), p + 8, kNonceSize);
+	return Status::ok;
+}
+
+std::uint16_t oldest_version(const Hello &h) { return h.min_version ? h.min_version : h.version; }
+
+std::uint16_t negotiate(const Hello &h)
+{
+	std::uint16_t v = std::min(h.version, kVersion);
+	return v >= std::max(oldest_version(h), kMinVersion) ? v : 0;
 }
 
 } // namespace agent::wire

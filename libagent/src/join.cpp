@@ -6,6 +6,7 @@
 #include "agent/log.hpp"
 #include "session.hpp"
 
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -67,41 +68,86 @@ public:
 		return owned;
 	}
 
-	// Handshake: the first frame must be a HELLO.
+	// The frame the handshake waits for next on st, and its payload size.
+	static std::pair<wire::Type, std::size_t> awaited(const Stream &st)
+	{
+		return st.hello_seen ? std::pair{wire::Type::auth, wire::kAuthSize}
+				     : std::pair{wire::Type::hello, wire::kHelloSize};
+	}
+
+	// Handshake (docs/wire-format.md): HELLO, our HELLO-ACK, their AUTH.
 	void stream_data(Stream &st, std::span<const std::byte> bytes) override
 	{
-		constexpr std::size_t need = wire::kHeaderSize + wire::kHelloSize;
 		st.in.insert(st.in.end(), bytes.begin(), bytes.end());
+		auto [type, body] = awaited(st);
+		const std::size_t need = wire::kHeaderSize + body;
 		if (st.in.size() >= wire::kHeaderSize) {
 			// Check the header as soon as it is here: garbage is
-			// refused without waiting for a whole HELLO.
+			// refused without waiting for a whole frame.
 			wire::Header h;
 			auto s = wire::decode_header(std::span(st.in).first<wire::kHeaderSize>(), h);
 			if (s != wire::Status::ok)
 				return refuse(st, fmt::format("bad frame: {}", wire::describe(s)));
-			if (h.type != wire::Type::hello)
-				return refuse(st, "first frame is not a HELLO");
+			if (h.type != type)
+				return refuse(st, st.hello_seen ? "the frame after HELLO is not AUTH"
+								: "first frame is not a HELLO");
 		}
 		if (st.in.size() < need)
 			return;
-		wire::Hello hello;
-		auto s = wire::decode_hello(std::span(st.in).subspan(wire::kHeaderSize)
-						    .first<wire::kHelloSize>(),
-					    hello);
-		if (s != wire::Status::ok)
-			return refuse(st, fmt::format("bad HELLO: {}", wire::describe(s)));
-		if (cfg_.key && !cfg_.key->verify(hello))
-			return refuse(st, "HELLO failed authentication (bad or missing HMAC)");
-		attach(st, hello, need);
+		auto payload = std::span(st.in).subspan(wire::kHeaderSize, body);
+		if (!st.hello_seen) {
+			wire::Hello hello;
+			auto s = wire::decode_hello(payload.first<wire::kHelloSize>(), hello);
+			if (s != wire::Status::ok)
+				return refuse(st, fmt::format("bad HELLO: {}", wire::describe(s)));
+			if (cfg_.key && !cfg_.key->verify(hello))
+				return refuse(st, "HELLO failed authentication (bad or missing HMAC)");
+			std::uint16_t v = wire::negotiate(hello);
+			if (v == 0)
+				return refuse(st, fmt::format(
+					"the peer speaks wire versions {}..{}, this side {}..{} "
+					"(v1 HELLOs can be replayed: upgrade the stripe side)",
+					wire::oldest_version(hello), hello.version, wire::kMinVersion,
+					wire::kVersion));
+			st.hello = hello;
+			st.hello_seen = true;
+			send_hello_ack(st, v);
+			st.in.erase(st.in.begin(), st.in.begin() + need);
+			if (!st.in.empty())
+				stream_data(st, {});
+			return;
+		}
+		if (cfg_.key &&
+		    !cfg_.key->verify_proof(st.hello, st.ack, payload.first<wire::kAuthSize>()))
+			return refuse(st, "AUTH does not prove the key for this stream's nonce "
+					  "(a replayed handshake, or another key)");
+		attach(st, st.hello, need);
 	}
 
-	// Pull mode: reads the header, then the rest of the HELLO, never more.
+	void send_hello_ack(Stream &st, std::uint16_t version)
+	{
+		wire::HelloAck ack;
+		ack.version = version;
+		while (getrandom(ack.nonce.data(), ack.nonce.size(), 0) !=
+		       static_cast<ssize_t>(ack.nonce.size())) {
+		}
+		wire::encode_hello_ack(ack, st.ack.data());
+		std::byte hdr[wire::kHeaderSize];
+		wire::Header h;
+		h.type = wire::Type::hello_ack;
+		h.length = wire::kHelloAckSize;
+		wire::encode_header(h, hdr);
+		st.conn.send(hdr, st.ack);
+	}
+
+	// Pull mode: reads each handshake frame's header, then the rest of it,
+	// never more.
 	StreamReader::Pulled stream_readable(Stream &st) override
 	{
-		constexpr std::size_t need = wire::kHeaderSize + wire::kHelloSize;
 		StreamReader::Pulled r;
 		while (is_pending(st)) {
-			std::byte buf[need];
+			std::byte buf[wire::kHeaderSize + wire::kHelloSize];
+			const std::size_t need = wire::kHeaderSize + awaited(st).second;
 			std::size_t want = (st.in.size() < wire::kHeaderSize ? wire::kHeaderSize
 									   : need) -
 					   st.in.size();

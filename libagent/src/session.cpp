@@ -143,12 +143,48 @@ void Session::expect_streams(std::chrono::milliseconds timeout)
 
 void Session::on_streams_late()
 {
-	if (closing_ || complete())
+	if (closing_ || acked_ == count_)
 		return;
 	stats_.timeouts++;
-	abort(wire::ErrorCode::stream_lost,
-	      fmt::format("not all {} streams arrived within {} ms", count_,
-			  cfg_.handshake_timeout.count()));
+	if (plain_)
+		abort(wire::ErrorCode::timeout,
+		      fmt::format("the join side answered {} of {} HELLOs within {} ms", acked_,
+				  count_, cfg_.handshake_timeout.count()));
+	else
+		abort(wire::ErrorCode::stream_lost,
+		      fmt::format("not all {} streams arrived within {} ms", count_,
+				  cfg_.handshake_timeout.count()));
+}
+
+// Stripe: the join side's answer to st's HELLO. AUTH goes back at once;
+// once every stream has had its answer the client is read.
+bool Session::take_hello_ack(Stream &st, std::span<const std::byte> payload)
+{
+	wire::HelloAck ack;
+	auto s = wire::decode_hello_ack(payload.first<wire::kHelloAckSize>(), ack);
+	if (s != wire::Status::ok) {
+		abort(wire::ErrorCode::protocol,
+		      fmt::format("stream {} to {}: bad HELLO-ACK: {}", st.index, st.peer,
+				  wire::describe(s)));
+		return false;
+	}
+	std::memcpy(st.ack.data(), payload.data(), wire::kHelloAckSize);
+	std::array<std::uint8_t, wire::kAuthSize> proof{};
+	if (cfg_.key)
+		proof = cfg_.key->prove(st.hello, st.ack);
+	send_frame(st, wire::Type::auth, 0, std::as_bytes(std::span(proof)));
+	st.acked = true;
+	if (++acked_ == count_) {
+		handshake_timer_.cancel();
+		watch_client();
+	}
+	return true;
+}
+
+void Session::watch_client()
+{
+	plain_watching_ = true;
+	agent_.events().watch(plain_->fd(), *this);
 }
 
 std::string Session::tag() const { return fmt::format("session {:016x}", id_); }
@@ -170,22 +206,21 @@ void Session::start_stripe(int client_fd, const Address &peer)
 		st->peer = peer.str();
 		st->pull = splice_; // O_NONBLOCK once connected
 		st->conn.connect(peer, cfg_.connect_timeout);
-		wire::Hello hello;
-		hello.session = id_;
-		hello.index = i;
-		hello.count = count_;
+		st->hello.session = id_;
+		st->hello.index = i;
+		st->hello.count = count_;
 		if (cfg_.key)
-			cfg_.key->sign(hello);
+			cfg_.key->sign(st->hello);
 		std::byte body[wire::kHelloSize];
-		wire::encode_hello(hello, body);
+		wire::encode_hello(st->hello, body);
 		send_frame(*st, wire::Type::hello, 0, body);
 		streams_[i] = std::move(st);
 		attached_++;
 	}
 	started_ = true;
 	arm_idle();
-	plain_watching_ = true;
-	agent_.events().watch(client_fd, *this);
+	// The client is read once every stream's handshake is over.
+	expect_streams(cfg_.handshake_timeout);
 }
 
 bool Session::add_stream(std::unique_ptr<Stream> st, std::span<const std::byte> leftover)
@@ -194,9 +229,11 @@ bool Session::add_stream(std::unique_ptr<Stream> st, std::span<const std::byte> 
 	if (i >= count_ || streams_[i])
 		return false;
 	st->handler = this;
+	st->acked = true; // the join server saw its AUTH
 	Stream &ref = *st;
 	streams_[i] = std::move(st);
 	attached_++;
+	acked_++;
 	if (!leftover.empty())
 		stream_data(ref, leftover);
 	else if (!started_)
@@ -420,7 +457,15 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 		      fmt::format("stream {} from {}: {}", st.index, st.peer, what));
 		return false;
 	};
+	if (!st.acked && h.type != wire::Type::hello_ack && h.type != wire::Type::error)
+		return bad("a frame before the HELLO-ACK");
 	switch (h.type) {
+	case wire::Type::hello_ack:
+		if (st.acked)
+			return bad("an unexpected HELLO-ACK");
+		return take_hello_ack(st, payload) && !closing_;
+	case wire::Type::auth:
+		return bad("AUTH after the handshake");
 	case wire::Type::data: {
 		if (std::string e = data_seq_error(st, h.seq); !e.empty())
 			return bad(e);
@@ -614,6 +659,13 @@ void Session::stream_end(Stream &st, int err)
 	if (closing_)
 		return;
 	st.eof = true;
+	if (!st.acked) {
+		abort(wire::ErrorCode::unreachable,
+		      fmt::format("stream {} to {}: {} before the HELLO-ACK (the join side refused "
+				  "it, see its log; or it speaks wire v1 only)",
+				  st.index, st.peer, err < 0 ? strerror(-err) : "closed"));
+		return;
+	}
 	if (err < 0) {
 		abort(wire::ErrorCode::stream_lost,
 		      fmt::format("stream {} from {}: {}", st.index, st.peer, strerror(-err)));

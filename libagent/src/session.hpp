@@ -75,6 +75,13 @@ public:
 	std::vector<std::byte> payload;     // payloads that are read into memory
 	bool parked = false;  // its DATA frame waits for the frames before it
 
+	// The handshake (docs/wire-format.md): the HELLO sent (stripe) or
+	// received (join), and the HELLO-ACK whose nonce AUTH proves.
+	wire::Hello hello;
+	std::array<std::byte, wire::kHelloAckSize> ack{};
+	bool hello_seen = false; // join: HELLO taken, HELLO-ACK sent
+	bool acked = false;      // the handshake is over: frames may flow
+
 	std::uint64_t last_seq = 0;
 	bool any_data = false;
 	bool fin_seen = false;  // the peer's FIN frame arrived on this stream
@@ -196,6 +203,8 @@ private:
 	void arm_idle();
 	void on_idle();
 	void on_streams_late();
+	bool take_hello_ack(Stream &st, std::span<const std::byte> payload);
+	void watch_client();
 
 	Agent &agent_;
 	const SessionConfig &cfg_;
@@ -206,6 +215,7 @@ private:
 	Agent::Clock::time_point created_;
 	std::vector<std::unique_ptr<Stream>> streams_;
 	unsigned attached_ = 0;
+	unsigned acked_ = 0; // stripe: streams whose HELLO-ACK came
 
 	// The plain end: a socket (conn_) or an application (app_).
 	std::unique_ptr<Conn> plain_;

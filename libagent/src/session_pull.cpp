@@ -143,6 +143,12 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 					  wire::describe(s)));
 			return false;
 		}
+		if (!st.acked && h.type != wire::Type::hello_ack && h.type != wire::Type::error) {
+			abort(wire::ErrorCode::protocol,
+			      fmt::format("stream {} from {}: a frame before the HELLO-ACK", st.index,
+					  st.peer));
+			return false;
+		}
 		if (h.type == wire::Type::data) {
 			// The stream's own checks, then what the reorder buffer
 			// would tell: delivered already, read on another stream,

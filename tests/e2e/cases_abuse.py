@@ -13,7 +13,7 @@ import threading
 import time
 
 from harness import (AGENTPROXY, DATA_PATH, EVENTS, HOST, KiB, MiB, Data, Sender, check,
-                     data_frame, exchange, free_port, hello_frame, receive_all,
+                     data_frame, exchange, free_port, handshake, hello_frame, receive_all,
                      set_reset_linger)
 from probes import Baseline, counters, idle_cpu, tcp_state, wait_until
 
@@ -342,7 +342,8 @@ def t_forged_gap(mkenv):
     b, tgt, join, stripe = start(env, join_flags=("--idle-timeout", "1"))
     base = [Baseline(join)]
     s = env.connect(join.port, timeout=10)
-    s.sendall(hello_frame(0x6A6A6A6A, 0, 1) + data_frame(1, bytes(4 * KiB)))
+    handshake(s, 0x6A6A6A6A, 0, 1)
+    s.sendall(data_frame(1, bytes(4 * KiB)))
     t0 = time.monotonic()
     s.settimeout(RELEASE_DEADLINE)
     try:

@@ -14,8 +14,9 @@ import threading
 import time
 
 from harness import (LOGDIR, KiB, MiB, MAX_PAYLOAD, T_DATA, T_HELLO, Data, Env, Sender,
-                     TestFailure, check, comment, data_frame, describe_end, exchange,
-                     fin_frame, header, hello_frame, receive_all, wait_closed)
+                     TestFailure, auth_frame, check, comment, data_frame, describe_end,
+                     exchange, fin_frame, handshake, header, hello_frame, receive_all,
+                     wait_closed)
 
 CLOSE_DEADLINE = 5.0
 HANDSHAKE_MS = 300
@@ -171,6 +172,9 @@ def bad_case(mkenv, payload, words, hold=None):
     start = len(b.join.stderr())
     s = b.env.connect(b.join.port, timeout=10)
     data = payload(b)
+    if isinstance(data, AfterHandshake):
+        handshake(s, new_sid(), 0, 1, key=b.key)
+        data = data.rest
     t_sent = time.monotonic()
     try:
         s.sendall(data)
@@ -193,11 +197,22 @@ def hello1(b, **kw):
     return hello_frame(new_sid(), 0, 1, key=b.key, **kw)
 
 
+class AfterHandshake:
+    """Bytes to send once a valid handshake (HELLO, HELLO-ACK, AUTH) of a
+    1-stream session is done on the connection."""
+
+    def __init__(self, rest):
+        self.rest = rest
+
+
 CASES = [
     ("garbage bytes", lambda b: b"GET / HTTP/1.1\r\nHost: agentmux\r\n\r\n" + os.urandom(200),
      ["refused stream", "bad frame"]),
     ("wrong magic", lambda b: hello1(b, magic=0x41414141), ["wrong magic"]),
-    ("wrong version", lambda b: hello1(b, version=2), ["unsupported version"]),
+    ("a v1 HELLO (replayable: refused, naming the versions)",
+     lambda b: hello1(b, version=1, min_version=0), ["speaks wire versions 1..1"]),
+    ("HELLO speaking only newer versions", lambda b: hello1(b, version=9, min_version=7),
+     ["speaks wire versions 7..9"]),
     ("bad HMAC (signed with another key)",
      lambda b: hello_frame(new_sid(), 0, 1, key=b.other_key), ["authentication"]),
     ("missing HMAC (no auth flag, zero tag)",
@@ -207,14 +222,18 @@ CASES = [
      + hello_frame(new_sid(), 0, 1, key=b.key)[40:], ["authentication"]),
     ("frame length over the maximum in the handshake",
      lambda b: header(T_HELLO, MAX_PAYLOAD + 1) + bytes(100), ["over the maximum"]),
-    ("DATA length over the maximum after a valid HELLO",
-     lambda b: hello1(b) + header(T_DATA, MAX_PAYLOAD + 1, 0) + bytes(1000),
+    ("DATA length over the maximum after a valid handshake",
+     lambda b: AfterHandshake(header(T_DATA, MAX_PAYLOAD + 1, 0) + bytes(1000)),
      ["over the maximum"]),
     ("DATA seq outside the window (1<<40)",
-     lambda b: hello1(b) + data_frame(1 << 40, os.urandom(100)), ["outside the window"]),
+     lambda b: AfterHandshake(data_frame(1 << 40, os.urandom(100))), ["outside the window"]),
     ("duplicate DATA seq (0 twice)",
-     lambda b: hello1(b) + data_frame(0, os.urandom(1000)) + data_frame(0, os.urandom(1000)),
+     lambda b: AfterHandshake(data_frame(0, os.urandom(1000)) + data_frame(0, os.urandom(1000))),
      ["duplicate"]),
+    ("DATA where AUTH belongs (the handshake skipped)",
+     lambda b: hello1(b) + data_frame(0, os.urandom(100)), ["not AUTH"]),
+    ("AUTH signed with another key",
+     lambda b: hello1(b) + auth_frame(hello1(b), bytes(32), b.other_key), ["AUTH does not prove"]),
     ("HELLO that never completes (handshake timeout)",
      lambda b: hello1(b)[:36], ["handshake timeout"]),
 ]
@@ -236,8 +255,9 @@ def t_duplicate_across_streams(mkenv):
     sid = new_sid()
     s0 = b.env.connect(b.join.port, timeout=10)
     s1 = b.env.connect(b.join.port, timeout=10)
-    s0.sendall(hello_frame(sid, 0, 2, key=b.key) + data_frame(1, os.urandom(500)))
-    s1.sendall(hello_frame(sid, 1, 2, key=b.key))
+    handshake(s0, sid, 0, 2, key=b.key)
+    s0.sendall(data_frame(1, os.urandom(500)))
+    handshake(s1, sid, 1, 2, key=b.key)
     time.sleep(0.3)
     s1.sendall(data_frame(1, os.urandom(500)))
     ends = [wait_closed(s, CLOSE_DEADLINE) for s in (s0, s1)]
@@ -247,6 +267,55 @@ def t_duplicate_across_streams(mkenv):
     check(b.join.alive(), "the join process died")
     up, down = good.finish()
     return "log: %s; good session %d/%d bytes intact" % (line.strip(), up, down)
+
+
+def t_replayed_handshake(mkenv):
+    """A keyed session's HELLO and AUTH, captured and replayed on new
+    connections while the session lives and after it ended, open nothing:
+    each replay is refused (its AUTH proves another nonce) and the target
+    never sees a connection or a byte of it."""
+    b = bed()
+    start = len(b.join.stderr())
+    accepted0 = b.tgt.accepted
+    sid = new_sid()
+    s = b.env.connect(b.join.port, timeout=10)
+    hello, _, auth = handshake(s, sid, 0, 1, key=b.key)
+    s.sendall(data_frame(0, b"the legitimate session's bytes"))
+    check(wait_until_accepted(b.tgt, accepted0 + 1), "the legitimate session reached no target")
+
+    def replay(label):
+        r = b.env.connect(b.join.port, timeout=10)
+        before = b.tgt.accepted
+        try:
+            r.sendall(hello + auth + data_frame(0, b"REPLAYED BYTES"))
+        except OSError:
+            pass
+        end, _, _ = wait_closed(r, CLOSE_DEADLINE)
+        r.close()
+        check(end in ("eof", "reset"), "the %s replay was not closed within %.0f s (%s)"
+              % (label, CLOSE_DEADLINE, end))
+        time.sleep(0.3)
+        check(b.tgt.accepted == before, "the %s replay reached the target" % label)
+
+    replay("live")
+    s.sendall(fin_frame(1))
+    s.shutdown(socket.SHUT_WR)
+    wait_closed(s, 20)
+    s.close()
+    replay("after the end")
+    log = b.join.stderr()[start:]
+    n = log.count("AUTH does not prove")
+    check(n == 2, "%d join log lines name the failed AUTH for 2 replays; new stderr %r"
+          % (n, log[-600:]))
+    check(b.join.alive(), "the join process died")
+    return "2 replays refused, the target saw neither"
+
+
+def wait_until_accepted(tgt, n, timeout=10):
+    t0 = time.monotonic()
+    while tgt.accepted < n and time.monotonic() - t0 < timeout:
+        time.sleep(0.02)
+    return tgt.accepted >= n
 
 
 def rss_line(p):
@@ -394,8 +463,8 @@ def t_reorder_budget(mkenv):
     payloads = [os.urandom(FRAME) for _ in range(nframes + 1)]
     s0 = env.connect(join.port)
     s1 = env.connect(join.port)
-    s0.sendall(hello_frame(sid, 0, 2))
-    s1.sendall(hello_frame(sid, 1, 2))
+    handshake(s0, sid, 0, 2)
+    handshake(s1, sid, 1, 2)
     p = Pusher(s0, ooo_frames(payloads))
     p.start()
     wait_stalled(p)
@@ -441,7 +510,7 @@ def t_incomplete_session_budget(mkenv):
     tgt, join = reorder_bed(env)
     base = join.rss_kib()
     s0 = env.connect(join.port)
-    s0.sendall(hello_frame(new_sid(), 0, 2))
+    handshake(s0, new_sid(), 0, 2)
     payload = os.urandom(FRAME)
     p = Pusher(s0, (data_frame(i, payload) for i in range(1, TOTAL // FRAME + 1)))
     p.start()
@@ -498,6 +567,8 @@ def tests():
         out.append(("bad input: %s -> closed, logged, good session intact" % name,
                     make_case(payload, words), 90))
     out.append(("bad input: duplicate DATA seq across two streams", t_duplicate_across_streams, 90))
+    out.append(("bad input: a captured HELLO + AUTH replayed, live and after the end -> "
+                "refused, the target sees nothing", t_replayed_handshake, 90))
     out.append(("memory: join VmRSS < 64 MiB after the bad-input barrage", t_rss_after_barrage, 30))
     out.append(("memory: 200 half-open handshakes all time out, VmRSS < 64 MiB",
                 t_half_open_handshakes, 90))

@@ -9,7 +9,7 @@ import threading
 import time
 
 from harness import (HOST, MiB, Data, Sender, Target, check, describe_end, exchange,
-                     free_port, parse_hello, read_exact, receive_all, set_reset_linger,
+                     free_port, hello_ack_frame, parse_hello, read_exact, receive_all, set_reset_linger,
                      wait_closed)
 
 RESET_DEADLINE = 5.0
@@ -130,7 +130,8 @@ def t_stream_lost_kill_join(mkenv):
 
 
 class FakeJoin:
-    """Accepts streams, reads their HELLOs and drops whatever follows."""
+    """Accepts streams, answers their HELLOs (a HELLO-ACK; the AUTH is read
+    with the rest) and drops whatever follows."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -154,6 +155,7 @@ class FakeJoin:
         try:
             c.settimeout(30)
             h = parse_hello(read_exact(c, 16 + 56))
+            c.sendall(hello_ack_frame())
             with self.cv:
                 self.streams.append((c, h))
                 self.cv.notify_all()
@@ -217,6 +219,50 @@ def t_stream_lost_fake_join(mkenv):
     return "client's connection ended (%s) %.2f s after the stream's FIN" % (end, dt)
 
 
+def t_v1_join_side(mkenv):
+    """A join side that speaks wire v1 only refuses our HELLO (resets the
+    stream, as v1 does with an unknown version): the stripe side says so
+    in one line, closes the client, and serves the next one."""
+    env = mkenv()
+    srv = socket.socket()
+    srv.bind((HOST, 0))
+    srv.listen(64)
+    env.track(srv)
+    seen = []
+
+    def v1_join():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                seen.append(parse_hello(read_exact(c, 16 + 56)))
+            except Exception:  # noqa: BLE001
+                pass
+            set_reset_linger(c)
+            c.close()
+    threading.Thread(target=v1_join, daemon=True).start()
+    stripe = env.stripe(srv.getsockname()[1])
+    c = env.connect(stripe.port, timeout=10)
+    end, dt, _ = wait_closed(c, RESET_DEADLINE)
+    check(end in ("eof", "reset"), "the client was not closed within %.0f s (%s)"
+          % (RESET_DEADLINE, end))
+    check(seen and all(h["version"] == 2 and h["min_version"] == 2 for h in seen),
+          "HELLOs did not offer versions 2..2: %r" % seen[:2])
+    t0 = time.monotonic()
+    while "before the HELLO-ACK" not in stripe.stderr() and time.monotonic() - t0 < 3:
+        time.sleep(0.05)
+    log = stripe.stderr()
+    check("before the HELLO-ACK" in log and "wire v1" in log,
+          "no stripe log line says the join side refused the handshake (v1?): %r" % log[-400:])
+    check(log.count("before the HELLO-ACK") == 1, "the refusal was logged %d times"
+          % log.count("before the HELLO-ACK"))
+    check(stripe.alive(), "the stripe process died")
+    return "client closed (%s) after %.2f s; stripe: %s" % (
+        end, dt, [l for l in log.splitlines() if "HELLO-ACK" in l][0].split(": ", 1)[-1])
+
+
 def tests():
     return [
         ("reset: client resets mid-transfer -> target sees ECONNRESET", t_reset_client, 60),
@@ -225,4 +271,6 @@ def tests():
          t_stream_lost_kill_join, 90),
         ("stream lost: one stream ends without FIN frame, stripe logs it and serves on",
          t_stream_lost_fake_join, 60),
+        ("handshake: a v1-only join side -> the stripe side says so once, closes the client",
+         t_v1_join_side, 60),
     ]

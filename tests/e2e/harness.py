@@ -463,12 +463,14 @@ class Env:
             p.kill()
 
 
-# ---- the wire format (for fake peers) -----------------------------------------
+# ---- the wire format (for fake peers; docs/wire-format.md) -------------------
 
-T_HELLO, T_DATA, T_FIN, T_ACK, T_ERROR = 1, 2, 3, 4, 5
+T_HELLO, T_DATA, T_FIN, T_ACK, T_ERROR, T_HELLO_ACK, T_AUTH = 1, 2, 3, 4, 5, 6, 7
 MAGIC = 0x584D4741
-VERSION = 1
+VERSION = 2
 HELLO_SIZE = 56
+HELLO_ACK_SIZE = 32
+AUTH_SIZE = 32
 MAX_PAYLOAD = 1 * MiB
 FLAG_AUTH = 1
 
@@ -478,10 +480,12 @@ def header(ftype, length, seq=0, flags=0):
 
 
 def hello_body(session, index, count, key=None, magic=MAGIC, version=VERSION, flags=0,
-               tag=None):
+               tag=None, min_version=None):
+    """min_version None: the same as version (0 is what a v1 HELLO has)."""
     if key is not None:
         flags |= FLAG_AUTH
-    signed = struct.pack("<IHHQHHI", magic, version, flags, session, index, count, 0)
+    mv = version if min_version is None else min_version
+    signed = struct.pack("<IHHQHHHH", magic, version, flags, session, index, count, mv, 0)
     if tag is None:
         tag = hmac.new(key, signed, hashlib.sha256).digest() if key is not None else bytes(32)
     return signed + tag
@@ -489,6 +493,42 @@ def hello_body(session, index, count, key=None, magic=MAGIC, version=VERSION, fl
 
 def hello_frame(session, index, count, key=None, **kw):
     return header(T_HELLO, HELLO_SIZE) + hello_body(session, index, count, key, **kw)
+
+
+def auth_frame(hello, ack_body, key=None):
+    """AUTH for a stream: HMAC over the HELLO's signed 24 bytes (hello is the
+    whole HELLO frame or its body) and the HELLO-ACK body received."""
+    body = hello[16:] if len(hello) == 16 + HELLO_SIZE else hello
+    tag = hmac.new(key, body[:24] + ack_body, hashlib.sha256).digest() if key is not None \
+        else bytes(AUTH_SIZE)
+    return header(T_AUTH, AUTH_SIZE) + tag
+
+
+def read_hello_ack(sock):
+    """The join side's HELLO-ACK: its body (32 bytes)."""
+    frame = read_exact(sock, 16 + HELLO_ACK_SIZE)
+    t, _, _, ln, _ = struct.unpack("<BBHIQ", frame[:16])
+    if t != T_HELLO_ACK or ln != HELLO_ACK_SIZE:
+        raise TestFailure("expected a HELLO-ACK, got frame type %d length %d" % (t, ln))
+    return frame[16:]
+
+
+def handshake(sock, session, index, count, key=None, **kw):
+    """Opens a stream as a stripe side does: HELLO, the HELLO-ACK, AUTH.
+    Returns (hello frame, HELLO-ACK body, AUTH frame) as sent and seen."""
+    hello = hello_frame(session, index, count, key, **kw)
+    sock.sendall(hello)
+    ack = read_hello_ack(sock)
+    auth = auth_frame(hello, ack, key)
+    sock.sendall(auth)
+    return hello, ack, auth
+
+
+def hello_ack_frame(nonce=None, version=VERSION):
+    """What a fake join side answers a HELLO with."""
+    nonce = os.urandom(16) if nonce is None else nonce
+    return header(T_HELLO_ACK, HELLO_ACK_SIZE) + struct.pack("<IHH", MAGIC, version, 0) + \
+        nonce + bytes(8)
 
 
 def data_frame(seq, payload):
@@ -511,6 +551,7 @@ def read_exact(sock, n):
 
 def parse_hello(frame):
     t, fl, res, ln, seq = struct.unpack("<BBHIQ", frame[:16])
-    magic, ver, flags, session, index, count, _ = struct.unpack("<IHHQHHI", frame[16:40])
+    magic, ver, flags, session, index, count, minv, _ = struct.unpack("<IHHQHHHH",
+                                                                       frame[16:40])
     return {"type": t, "length": ln, "magic": magic, "version": ver, "flags": flags,
-            "session": session, "index": index, "count": count}
+            "session": session, "index": index, "count": count, "min_version": minv}

@@ -48,7 +48,7 @@ TEST_CASE("the tag matches an independent HMAC-SHA256 of the signed bytes", "[au
 {
 	// HMAC-SHA256(key, encoded hello[0, 24)) computed independently:
 	// python3 -c 'import hmac,hashlib,struct; print(hmac.new(b"0123456789abcdef",
-	//   struct.pack("<IHHQHHI",0x584d4741,1,1,7,0,1,0),hashlib.sha256).hexdigest())'
+	//   struct.pack("<IHHQHHHH",0x584d4741,2,1,7,0,1,2,0),hashlib.sha256).hexdigest())'
 	AuthKey k = key_of("0123456789abcdef");
 	wire::Hello h;
 	h.session = 7;
@@ -59,7 +59,7 @@ TEST_CASE("the tag matches an independent HMAC-SHA256 of the signed bytes", "[au
 	for (int i = 0; i < 32; i++)
 		std::snprintf(hex + 2 * i, 3, "%02x", h.tag[i]);
 	CHECK(std::string(hex) ==
-	      "311271af238419aff75ea1194894f92a4592ec53f784ac56267ef2f8438c11cb");
+	      "2b181de0c17e42fc3df2575c3817e13d33ff1cd05feb26169fd0366aa84ae972");
 }
 
 TEST_CASE("an unsigned hello never verifies", "[auth]")
@@ -85,4 +85,26 @@ TEST_CASE("key files: short or missing keys are refused", "[auth]")
 	std::ofstream(path) << "0123456789abcdef\n";
 	CHECK(AuthKey::from_file(path, &err));
 	unlink(path);
+}
+
+TEST_CASE("AUTH proves the key for one nonce only: a replay on a new stream fails", "[auth]")
+{
+	AuthKey k = key_of("0123456789abcdef");
+	wire::Hello h;
+	h.session = 7;
+	h.count = 1;
+	k.sign(h);
+	std::array<std::byte, wire::kHelloAckSize> ack1{}, ack2{};
+	wire::HelloAck a;
+	a.nonce[0] = 1;
+	wire::encode_hello_ack(a, ack1.data());
+	a.nonce[0] = 2;
+	wire::encode_hello_ack(a, ack2.data());
+	auto proof = k.prove(h, ack1);
+	auto bytes = std::as_bytes(std::span(proof));
+	CHECK(k.verify_proof(h, ack1, bytes.first<wire::kAuthSize>()));
+	// The same AUTH, captured and replayed to a stream with another nonce.
+	CHECK_FALSE(k.verify_proof(h, ack2, bytes.first<wire::kAuthSize>()));
+	// Another key proves nothing.
+	CHECK_FALSE(key_of("fedcba9876543210").verify_proof(h, ack1, bytes.first<wire::kAuthSize>()));
 }

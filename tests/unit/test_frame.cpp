@@ -59,8 +59,15 @@ TEST_CASE("frame header rejects what does not fit", "[frame]")
 	auto b = enc(h);
 	b[0] = std::byte{0};
 	CHECK(decode_header(b, out) == Status::bad_type);
-	b[0] = std::byte{6};
+	b[0] = std::byte{8};
 	CHECK(decode_header(b, out) == Status::bad_type);
+	h.type = Type::hello_ack;
+	h.length = kHelloAckSize + 1;
+	CHECK(decode_header(enc(h), out) == Status::bad_length);
+	h.type = Type::auth;
+	h.length = kAuthSize - 1;
+	CHECK(decode_header(enc(h), out) == Status::bad_length);
+	h.type = Type::data;
 	b = enc(h);
 	b[2] = std::byte{1};
 	CHECK(decode_header(b, out) == Status::bad_reserved);
@@ -90,7 +97,10 @@ TEST_CASE("hello round-trips and checks magic, version, index and count", "[fram
 	bad[0] = std::byte{'X'};
 	CHECK(decode_hello(bad, out) == Status::bad_magic);
 	bad = b;
-	bad[4] = std::byte{2};
+	bad[4] = std::byte{0}; // version 0
+	CHECK(decode_hello(bad, out) == Status::bad_version);
+	bad = b;
+	bad[20] = std::byte{3}; // min_version 3 > version 2
 	CHECK(decode_hello(bad, out) == Status::bad_version);
 
 	h.index = 8; // == count
@@ -103,4 +113,52 @@ TEST_CASE("hello round-trips and checks magic, version, index and count", "[fram
 	h.count = kMaxStreams + 1;
 	encode_hello(h, b.data());
 	CHECK(decode_hello(b, out) == Status::bad_stream);
+}
+
+TEST_CASE("versions are negotiated: the newest both speak, none with a v1-only peer", "[frame]")
+{
+	Hello h;
+	CHECK(negotiate(h) == kVersion);
+	h.version = 1;
+	h.min_version = 1;
+	CHECK(negotiate(h) == 0); // v1 HELLOs can be replayed: refused
+	h.version = 9;
+	h.min_version = 1;
+	CHECK(negotiate(h) == kVersion); // a newer peer that still speaks ours
+	h.min_version = kVersion + 1;
+	CHECK(negotiate(h) == 0);
+
+	// A v1 HELLO (zeros where min_version is) decodes as speaking 1 only.
+	std::array<std::byte, kHelloSize> b;
+	Hello v1;
+	v1.version = 1;
+	v1.min_version = 0;
+	v1.count = 1;
+	encode_hello(v1, b.data());
+	Hello out;
+	REQUIRE(decode_hello(b, out) == Status::ok);
+	CHECK(oldest_version(out) == 1);
+	CHECK(negotiate(out) == 0);
+}
+
+TEST_CASE("hello-ack round-trips and checks magic, version, reserved", "[frame]")
+{
+	HelloAck a;
+	for (std::size_t i = 0; i < kNonceSize; i++)
+		a.nonce[i] = static_cast<std::uint8_t>(i * 7 + 1);
+	std::array<std::byte, kHelloAckSize> b;
+	encode_hello_ack(a, b.data());
+	HelloAck out;
+	REQUIRE(decode_hello_ack(b, out) == Status::ok);
+	CHECK(out.version == kVersion);
+	CHECK(out.nonce == a.nonce);
+	auto bad = b;
+	bad[0] = std::byte{'X'};
+	CHECK(decode_hello_ack(bad, out) == Status::bad_magic);
+	bad = b;
+	bad[4] = std::byte{1};
+	CHECK(decode_hello_ack(bad, out) == Status::bad_version);
+	bad = b;
+	bad[31] = std::byte{1};
+	CHECK(decode_hello_ack(bad, out) == Status::bad_reserved);
 }

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Stream authentication: HELLO carries HMAC-SHA256(key, signed hello bytes)
-// so a join side with a key accepts only streams of peers that share it.
+// so a join side with a key refuses a stranger at once; AUTH carries the
+// HMAC over the HELLO and the join side's HELLO-ACK (its fresh nonce), so
+// only a peer holding the key can open a stream, and nothing captured can be
+// replayed.
 #pragma once
 
 #include "agent/frame.hpp"
@@ -22,6 +25,14 @@ public:
 	void sign(wire::Hello &hello) const;
 	// True if hello's tag is the right one; constant-time.
 	bool verify(const wire::Hello &hello) const;
+
+	// The AUTH frame's tag for this stream: hello as sent, ack as received
+	// (its encoded bytes).
+	std::array<std::uint8_t, wire::kTagSize>
+	prove(const wire::Hello &hello, std::span<const std::byte, wire::kHelloAckSize> ack) const;
+	bool verify_proof(const wire::Hello &hello,
+			  std::span<const std::byte, wire::kHelloAckSize> ack,
+			  std::span<const std::byte, wire::kAuthSize> tag) const;
 
 private:
 	std::array<std::uint8_t, wire::kTagSize> tag_of(const wire::Hello &hello) const;
