@@ -52,6 +52,8 @@ all: $(LIB_A) $(LIB_SO) $(PROXY) $(ECHO)
 -include kmod/kmod.mk
 -include tests/vm/vm.mk
 -include bench/bench.mk
+-include tests/sanitize/sanitize.mk
+-include tests/fuzz/fuzz.mk
 
 $(BUILD)/%.o: %.cpp | $(GEN_HDRS)
 	@mkdir -p $(dir $@)

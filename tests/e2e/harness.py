@@ -8,6 +8,7 @@ import hmac
 import os
 import queue
 import random
+import re
 import signal
 import socket
 import struct
@@ -16,7 +17,9 @@ import threading
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+# E2E_BUILD: the build folder of the binaries under test (e.g. build/asan,
+# the sanitizer build); their logs go there too. Default: $BUILD, or build.
+BUILD = os.path.join(ROOT, os.environ.get("E2E_BUILD") or os.environ.get("BUILD", "build"))
 # The event source and data path every agentproxy of a run uses (run.py
 # --events / --data-path; the suites run the traffic cases with each).
 EVENTS = os.environ.get("E2E_EVENTS", "uring")
@@ -31,6 +34,66 @@ KiB = 1 << 10
 
 class TestFailure(AssertionError):
     pass
+
+
+# ---- sanitizer reports --------------------------------------------------------
+# E2E_SANITIZE=1 (the e2e-asan suite, tests/sanitize/run.sh): processes are
+# stopped with SIGTERM first, so that they exit and LeakSanitizer runs. In
+# every run, a process whose stderr holds a sanitizer report, or whose exit
+# status is the sanitizers' exitcode (from ASAN_OPTIONS), fails the test that
+# was running when it was seen (run.py asks sanitizer_reports() after each).
+SANITIZE = os.environ.get("E2E_SANITIZE", "") not in ("", "0")
+STOP_GRACE = 10.0
+_m = re.search(r"(?:^|:)exitcode=(\d+)", os.environ.get("ASAN_OPTIONS", ""))
+SAN_EXITCODE = int(_m.group(1)) if _m else None
+SAN_REPORT = re.compile(r"^==\d+==\s*ERROR: \w*Sanitizer|^\S.*?: runtime error: "
+                        r"|^SUMMARY: \w*Sanitizer", re.M)
+SAN_REPORT_LINES = 30
+ALL_PROCS = []
+
+
+def sanitizer_report(err, status):
+    """The first lines of the sanitizer report in err (a process's stderr),
+    or a line naming the sanitizers' exit status; None if neither."""
+    m = SAN_REPORT.search(err)
+    if m:
+        lines = err[m.start():].splitlines()
+        more = len(lines) - SAN_REPORT_LINES
+        return "\n".join(lines[:SAN_REPORT_LINES] +
+                         (["... (%d more lines)" % more] if more > 0 else []))
+    if SAN_EXITCODE is not None and status == SAN_EXITCODE:
+        return "exit status %d: the sanitizers' exitcode (no report text in stderr)" % status
+    return None
+
+
+def sanitizer_reports():
+    """Reports of processes not seen before: [(process log path, report)].
+    Only processes that have exited are looked at (a report ends a process:
+    halt_on_error; a leak report comes at exit)."""
+    out = []
+    for p in ALL_PROCS:
+        if p.san_seen or p.alive():
+            continue
+        p.san_seen = True
+        r = sanitizer_report(p.stderr(), p.p.returncode)
+        if r:
+            out.append((p.err_path, r))
+    return out
+
+
+def unchecked_procs():
+    """Processes that SIGTERM did not stop within STOP_GRACE (killed, so
+    their leak check did not run), each named once."""
+    out = [p.err_path for p in ALL_PROCS if p.term_ignored]
+    for p in ALL_PROCS:
+        p.term_ignored = False
+    return out
+
+
+def stop_all():
+    """Stops every process still running (SIGTERM first if SANITIZE)."""
+    for p in ALL_PROCS:
+        p.kill()
 
 
 def check(cond, msg):
@@ -213,6 +276,9 @@ class Proc:
         self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._out,
                                   stderr=self._err, start_new_session=True)
         self.port = None
+        self.san_seen = False
+        self.term_ignored = False
+        ALL_PROCS.append(self)
 
     @property
     def pid(self):
@@ -265,6 +331,13 @@ class Proc:
             os.kill(self.pid, sig)
 
     def kill(self):
+        if SANITIZE and self.alive():
+            # Let it exit: LeakSanitizer checks at exit, SIGKILL skips that.
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.term_ignored = True
         if self.alive():
             try:
                 os.killpg(self.pid, signal.SIGKILL)

@@ -9,9 +9,14 @@ Exits non-zero if anything failed.
 -k runs only the tests whose name has SUBSTRING, -x leaves those out;
 --root skips the run (with a printed reason) unless it runs as root.
 
-Logs of every process are kept under build/test-logs/e2e/<test>/.
-Environment: BUILD (default build), E2E_BIG_MIB (default 256), E2E_EVENTS
-(default uring), E2E_DATA_PATH (splice or copy; default splice)."""
+Logs of every process are kept under build/test-logs/e2e/<test>/ (E2E_BUILD:
+$E2E_BUILD/test-logs/e2e/<test>/).
+Environment: BUILD (default build), E2E_BUILD (the build folder of the
+binaries under test and of the logs; default BUILD), E2E_SANITIZE=1 (a
+sanitizer build: stop processes with SIGTERM so LeakSanitizer runs; a
+sanitizer report of any process fails the test it came in), E2E_BIG_MIB
+(default 256), E2E_EVENTS (default uring), E2E_DATA_PATH (splice or copy;
+default splice)."""
 
 import os
 import sys
@@ -90,12 +95,26 @@ def run_one(tap, name, fn, timeout, **kw):
     for e in envs:
         e.cleanup()
     th.join(10)
+    sanitizer_verdict(box)
     dt = time.monotonic() - t0
     if "fail" in box:
         tap.result(name, False, "%s\n(after %.1f s)\n%s" % (box["fail"], dt, "\n".join(logs)))
     else:
         d = box.get("diag")
         tap.result(name, True, ("%s (%.1f s)" % (d, dt)) if d else None)
+
+
+def sanitizer_verdict(box):
+    """A sanitizer report of any process that exited during the test (its
+    own, or a shared one such as the bad-input bed) fails the test."""
+    reports = harness.sanitizer_reports()
+    if reports:
+        box["fail"] = "\n".join(
+            ([box["fail"]] if "fail" in box else []) +
+            ["sanitizer report in %s:\n%s" % (path, text) for path, text in reports])
+    for path in harness.unchecked_procs():
+        comment("note: %s: still running %.0f s after SIGTERM, killed; no leak check"
+                % (path, harness.STOP_GRACE))
 
 
 def snapshot_binaries():
@@ -159,7 +178,7 @@ def main(argv):
             print(t[0])
         return 0
     tap = Tap()
-    print("1..%d" % len(tests), flush=True)
+    print("1..%d" % (len(tests) + (1 if harness.SANITIZE else 0)), flush=True)
     os.makedirs(LOGDIR, exist_ok=True)
     missing = snapshot_binaries()
     t0 = time.monotonic()
@@ -168,6 +187,14 @@ def main(argv):
             tap.result(name, False, "not built: %s (run make)" % ", ".join(missing))
             continue
         run_one(tap, name, fn, timeout, **(rest[0] if rest else {}))
+    if harness.SANITIZE:
+        # Processes the cases left running (a shared bed when -k/-x left
+        # out its last case) are stopped and checked here.
+        box = {}
+        harness.stop_all()
+        sanitizer_verdict(box)
+        tap.result("sanitizers: no report from the processes left running at the end",
+                   "fail" not in box, box.get("fail"))
     comment("e2e: %d tests in %.0f s; failing: %s"
             % (tap.n, time.monotonic() - t0, ", ".join(tap.failed) if tap.failed else "none"))
     return 1 if tap.failed else 0
