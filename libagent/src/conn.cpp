@@ -15,13 +15,23 @@ namespace {
 // Freed blocks are kept for reuse up to a cap, so a busy thread does not
 // churn malloc and an idle one does not hoard memory.
 constexpr std::size_t kPoolCap = 256;
-thread_local std::vector<std::byte *> g_pool;
+
+// The blocks go with the thread.
+struct BlockPool {
+	std::vector<std::byte *> free;
+	~BlockPool()
+	{
+		for (std::byte *b : free)
+			delete[] b;
+	}
+};
+thread_local BlockPool g_pool;
 
 std::byte *block_alloc(std::size_t size)
 {
-	if (!g_pool.empty()) {
-		std::byte *b = g_pool.back();
-		g_pool.pop_back();
+	if (!g_pool.free.empty()) {
+		std::byte *b = g_pool.free.back();
+		g_pool.free.pop_back();
 		return b;
 	}
 	return new std::byte[size];
@@ -29,8 +39,8 @@ std::byte *block_alloc(std::size_t size)
 
 void block_free(std::byte *b)
 {
-	if (g_pool.size() < kPoolCap)
-		g_pool.push_back(b);
+	if (g_pool.free.size() < kPoolCap)
+		g_pool.free.push_back(b);
 	else
 		delete[] b;
 }
@@ -141,7 +151,8 @@ bool Conn::can_send_direct() const
 void Conn::send_direct(std::span<const std::byte> head, Pipe pipe)
 {
 	assert(can_send_direct() && head.size() <= kMaxHead);
-	std::memcpy(head_, head.data(), head.size());
+	if (!head.empty()) // an empty span may have no data pointer at all
+		std::memcpy(head_, head.data(), head.size());
 	head_len_ = head.size();
 	head_off_ = 0;
 	pipe_ = std::move(pipe);
