@@ -42,6 +42,23 @@ void check_payload(const Header &h, const std::vector<std::byte> &payload)
 		require(std::memcmp(again, payload.data(), kHelloSize) == 0);
 		break;
 	}
+	case Type::hello_ack: {
+		require(payload.size() == kHelloAckSize);
+		HelloAck ack;
+		Status s = decode_hello_ack(
+			std::span<const std::byte, kHelloAckSize>(payload.data(), kHelloAckSize), ack);
+		if (s != Status::ok)
+			return;
+		require(ack.version >= kMinVersion && ack.version <= kVersion);
+		// A good HELLO-ACK is its own encoding.
+		std::byte again[kHelloAckSize];
+		encode_hello_ack(ack, again);
+		require(std::memcmp(again, payload.data(), kHelloAckSize) == 0);
+		break;
+	}
+	case Type::auth:
+		require(payload.size() == kAuthSize);
+		break;
 	case Type::data:
 		require(payload.size() >= 1 && payload.size() <= kMaxPayload);
 		break;

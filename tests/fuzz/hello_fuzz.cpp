@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -58,19 +59,39 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
 				  reinterpret_cast<const std::byte *>(data) + kHelloSize);
 	Hello h;
 	Status s = decode_hello(std::span<const std::byte, kHelloSize>(in.data(), kHelloSize), h);
-	std::uint32_t magic = 0, reserved = 0;
+	std::uint32_t magic = 0;
 	std::memcpy(&magic, data, 4); // the wire is little-endian, as is x86
-	std::memcpy(&reserved, data + 20, 4);
 	std::uint16_t version = std::uint16_t(data[4] | data[5] << 8);
 	std::uint16_t flags = std::uint16_t(data[6] | data[7] << 8);
 	std::uint16_t index = std::uint16_t(data[16] | data[17] << 8);
 	std::uint16_t count = std::uint16_t(data[18] | data[19] << 8);
-	bool good = magic == kMagic && version == kVersion && !(flags & ~kHelloFlagAuth) &&
-		    reserved == 0 && count >= 1 && count <= kMaxStreams && index < count;
+	std::uint16_t min_version = std::uint16_t(data[20] | data[21] << 8);
+	std::uint16_t reserved = std::uint16_t(data[22] | data[23] << 8);
+	std::uint16_t oldest = min_version ? min_version : version; // v1: 0 there
+	bool good = magic == kMagic && version != 0 && oldest <= version &&
+		    !(flags & ~kHelloFlagAuth) && reserved == 0 && count >= 1 &&
+		    count <= kMaxStreams && index < count;
 	require((s == Status::ok) == good);
 	if (s != Status::ok)
 		return 0;
 	require(h.flags == flags && h.index == index && h.count == count);
+	require(h.version == version && h.min_version == min_version);
+	// Negotiation picks a version both speak, or none.
+	std::uint16_t v = negotiate(h);
+	require(v == 0 || (v >= kMinVersion && v <= kVersion && v >= oldest && v <= version));
+
+	// AUTH proves the key over this HELLO and one HELLO-ACK only.
+	HelloAck ack;
+	for (std::size_t i = 0; i < kNonceSize; i++)
+		ack.nonce[i] = static_cast<std::uint8_t>(data[24 + i]);
+	std::array<std::byte, kHelloAckSize> ack_bytes, other_bytes;
+	encode_hello_ack(ack, ack_bytes.data());
+	ack.nonce[0] ^= 1;
+	encode_hello_ack(ack, other_bytes.data());
+	auto proof = key().prove(h, ack_bytes);
+	auto proof_bytes = std::as_bytes(std::span(proof)).first<kAuthSize>();
+	require(key().verify_proof(h, ack_bytes, proof_bytes));
+	require(!key().verify_proof(h, other_bytes, proof_bytes));
 	require(std::memcmp(h.tag.data(), data + kHelloSignedSize, kTagSize) == 0);
 
 	// verify() accepts exactly: the auth flag set and the HMAC of the
