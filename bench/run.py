@@ -324,6 +324,8 @@ HAPROXY_CFG = """\
 global
     nbthread 1
     maxconn 4096
+    # At its best (platform notes): 1 MiB pipes, 3.0 GB/s against 2.3-2.6 with the default
+    tune.pipesize 1048576
     log stderr format short local0 err
 
 defaults
