@@ -33,6 +33,7 @@ struct Options {
 	unsigned connect_ms = 5000;
 	unsigned idle_s = 300;
 	unsigned linger_ms = 5000;
+	unsigned keepalive_s = 60;
 	unsigned max_sessions = 4096;
 	unsigned max_pending = 1024;
 	unsigned buffers = 512;
@@ -112,6 +113,12 @@ void add_common(CLI::App *sub, Options &o)
 			"ms a closing connection may take to flush what is queued (its peer "
 			"does not read) before it is reset")
 		->check(CLI::Range(1u, 600000u))
+		->capture_default_str();
+	sub->add_option("--keepalive", o.keepalive_s,
+			"seconds a stream may be idle before TCP keepalive probes it (keeps NAT "
+			"state; a peer that vanished ends the session after 3 unanswered "
+			"probes); 0: off")
+		->check(CLI::Range(0u, 86400u))
 		->capture_default_str();
 	sub->add_option("--max-sessions", o.max_sessions,
 			"sessions open at once; more clients (stripe) or new sessions (join) "
@@ -218,6 +225,7 @@ int main(int argc, char **argv)
 	cfg.connect_timeout = std::chrono::milliseconds(o.connect_ms);
 	cfg.idle_timeout = std::chrono::seconds(o.idle_s);
 	cfg.linger_timeout = std::chrono::milliseconds(o.linger_ms);
+	cfg.keepalive = o.keepalive_s;
 	cfg.max_sessions = o.max_sessions;
 	cfg.max_pending = o.max_pending;
 	cfg.splice = o.data_path == "splice";

@@ -43,6 +43,7 @@ public:
 				    oldest.peer, pending_.size(), n);
 			drop(oldest);
 		}
+		set_keepalive(fd, cfg_.keepalive);
 		auto st = std::make_unique<Stream>(agent_, this, fd, true, 0);
 		st->peer = peer_address(fd);
 		// Pull mode reads exactly the HELLO, so that the session reads

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -74,6 +75,25 @@ std::optional<Address> parse_address(std::string_view s, std::string *err)
 		return std::nullopt;
 	}
 	return a;
+}
+
+int set_keepalive(int fd, unsigned idle_seconds)
+{
+	if (idle_seconds == 0)
+		return 0;
+	int on = 1;
+	int idle = static_cast<int>(idle_seconds);
+	int intvl = std::max(1, idle / 3);
+	int count = 3;
+	// Unacknowledged bytes give up at the same point keepalive would.
+	unsigned user_timeout = (idle_seconds + 3u * intvl) * 1000u;
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count)) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout)) != 0)
+		return -errno;
+	return 0;
 }
 
 int socket_for(const Address &a, std::string_view congestion)

@@ -202,6 +202,7 @@ void Session::start_stripe(int client_fd, const Address &peer)
 			      false);
 			return;
 		}
+		set_keepalive(fd, cfg_.keepalive);
 		auto st = std::make_unique<Stream>(agent_, this, fd, false, i);
 		st->peer = peer.str();
 		st->pull = splice_; // O_NONBLOCK once connected

@@ -54,6 +54,7 @@ struct Watch final : Completion {
 	void on_kick();
 	void on_fault(int res, unsigned flags);
 	void arm_fault();
+	void fail(int err);
 	void pull(int res);
 	void queue_kick();
 
@@ -248,9 +249,17 @@ void Watch::on_complete(int res, unsigned flags)
 		peeking = false;
 		if (res > 0)
 			counters.data_ready++;
-		// Paused: resume() gives the reader a turn. Nothing was taken.
-		if (!detached && !paused && !kick_pending && !ended && res != -ECANCELED)
+		if (res < 0 && res != -ECANCELED && res != -ENOBUFS) {
+			// The socket failed: the peek took its error (a read now
+			// would see a plain end of stream), so it is told here,
+			// paused or not.
+			fail(res);
+			return;
+		}
+		if (!detached && !paused && !kick_pending && !ended && res != -ECANCELED) {
+			// Paused: resume() gives the reader a turn. Nothing was taken.
 			pull(res == -ENOBUFS ? 1 : res);
+		}
 		if (detached)
 			src->reap(this);
 		return;
@@ -271,8 +280,8 @@ void Watch::on_complete(int res, unsigned flags)
 			reader->on_data(bytes);
 		}
 		src->buffers().recycle(cqe_buffer_id(flags));
-	} else if (res == 0 || (res < 0 && res != -ECANCELED && res != -ENOBUFS)) {
-		// End of stream or a socket error ends the watch's deliveries.
+	} else if (res == 0) {
+		// End of stream: after what is held, in order.
 		if (!detached && !ended) {
 			ended = true;
 			if (paused || kick_pending)
@@ -280,6 +289,10 @@ void Watch::on_complete(int res, unsigned flags)
 			else
 				reader->on_end(res);
 		}
+	} else if (res != -ECANCELED && res != -ENOBUFS) {
+		busy = false;
+		fail(res); // a socket error: now, paused or not
+		return;
 	}
 	// -ECANCELED: unwatched. -ENOBUFS: the pool ran dry for a moment;
 	// buffers return as soon as their bytes are consumed.
@@ -299,8 +312,23 @@ void Watch::arm_fault()
 }
 
 // A reset or an error reaches the reader now, even while paused (what was
-// held for it is dropped: the stream is broken anyway). A hang-up is left
-// to the reads, which report it in order.
+// held for it is dropped: the stream is broken anyway). Reaps a detached
+// watch; re-arms what the watch still needs.
+void Watch::fail(int err)
+{
+	if (!detached && !ended) {
+		ended = true;
+		held.clear();
+		pending_end = 1;
+		busy = true;
+		reader->on_end(err);
+		busy = false;
+	}
+	if (detached)
+		src->reap(this);
+}
+
+// A hang-up is left to the reads, which report it in order.
 void Watch::on_fault(int res, unsigned flags)
 {
 	counters.completions++;
@@ -310,17 +338,10 @@ void Watch::on_fault(int res, unsigned flags)
 		src->reap(this);
 		return;
 	}
-	if (int err = socket_failure(fd, res); err < 0 && !ended) {
-		ended = true;
-		held.clear();
-		pending_end = 1;
-		busy = true;
-		reader->on_end(err);
-		busy = false;
-		if (detached) {
-			src->reap(this);
+	if (int err = socket_failure(fd, res); err < 0) {
+		fail(err);
+		if (detached)
 			return;
-		}
 	}
 	if (!fault_armed && !ended && res != -ECANCELED)
 		arm_fault();

@@ -6,14 +6,18 @@ that can make no progress. Each asserts that the session is released
 (active 0), that the proxies' sockets come back to their baseline, that
 they burn no CPU while idle, and that a good session beside it works."""
 
+import os
 import queue
 import resource
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
-from harness import (AGENTPROXY, DATA_PATH, EVENTS, HOST, KiB, MiB, Data, Sender, check,
+from harness import (AGENTPROXY, DATA_PATH, EVENTS, HOST, KiB, MiB, Data, Sender, Skip, check,
                      data_frame, exchange, free_port, handshake, hello_frame, receive_all,
+                     wait_closed,
                      set_reset_linger)
 from probes import Baseline, counters, idle_cpu, tcp_state, wait_until
 
@@ -403,6 +407,58 @@ def t_memory_cap(mkenv):
         "all intact" % (held.get("memory_held", -1) // KiB, peak // KiB, cap // KiB)
 
 
+class Blackhole:
+    """An nft table that drops every TCP segment to or from a port on this
+    host (loopback included): the peer vanishes without a reset."""
+
+    def __init__(self, port):
+        if os.geteuid() != 0 or not shutil.which("nft"):
+            raise Skip("needs root and nft (nftables) to drop a port's segments")
+        self.table = "agentmux_test_%d" % os.getpid()
+        script = ("add table inet {t}\n"
+                  "add chain inet {t} in {{ type filter hook input priority -300; }}\n"
+                  "add rule inet {t} in tcp dport {p} drop\n"
+                  "add rule inet {t} in tcp sport {p} drop\n").format(t=self.table, p=port)
+        r = subprocess.run(["nft", "-f", "-"], input=script.encode(), capture_output=True)
+        check(r.returncode == 0, "nft: %s" % r.stderr.decode(errors="replace"))
+
+    def close(self):
+        subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True)
+
+
+def t_vanished_peer(mkenv):
+    """The network between stripe and join goes silent (every segment of
+    the streams dropped, no reset) while the session idles: TCP keepalive
+    (--keepalive 1) finds it, both sides end the session and reset their
+    ends; nothing stays open."""
+    env = mkenv()
+    flags = ("--keepalive", "1")
+    b, tgt, join, stripe = start(env, join_flags=flags, stripe_flags=flags)
+    base = [Baseline(stripe), Baseline(join)]
+    release = threading.Event()
+    b.next("stall", until=release)
+    c = env.connect(stripe.port)
+    c.sendall(b"hello")
+    _, tconn = b.conns.get(timeout=10)
+    hole = Blackhole(join.port)
+    try:
+        t0 = time.monotonic()
+        end, dt, _ = wait_closed(c, 20)
+        state = wait_until(lambda: tcp_state(tconn) != "ESTABLISHED" and tcp_state(tconn), 10)
+        check(end in ("eof", "reset"), "the client was not closed within 20 s of the "
+              "streams going silent (%s)" % end)
+        check(state, "the target's connection is still ESTABLISHED")
+        logs = stripe.stderr() + join.stderr()
+        check("timed out" in logs, "no log line says a stream timed out: %r" % logs[-400:])
+    finally:
+        hole.close()
+        release.set()
+    check_released(*base)
+    good_session(env, stripe, 9901)
+    return "session ended %.1f s after the streams went silent (client %s, target %s)" % (
+        dt, end, state)
+
+
 def tests():
     return [
         ("abuse: target stops reading, client resets -> both sessions end, target reset",
@@ -420,4 +476,6 @@ def tests():
          t_forged_gap, 60),
         ("abuse: 8 sessions stalled on the copy path -> held within --max-memory",
          t_memory_cap, 120),
+        ("abuse: the streams' peer vanishes without a reset -> keepalive ends the session",
+         t_vanished_peer, 90),
     ]

@@ -12,7 +12,7 @@ from harness import HOST, check, free_port
 FLAGS = ["--listen", "--peer", "--target", "--streams", "--chunk", "--key-file", "--events",
          "--reorder-budget", "--send-buffer", "--handshake-timeout", "--data-path", "--congestion",
          "--connect-timeout", "--idle-timeout", "--linger-timeout", "--max-sessions",
-         "--max-pending", "--max-memory"]
+         "--max-pending", "--max-memory", "--keepalive"]
 
 
 def run(args, timeout=15):

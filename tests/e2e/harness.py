@@ -36,6 +36,10 @@ class TestFailure(AssertionError):
     pass
 
 
+class Skip(Exception):
+    """Raised by a test that cannot run here; its reason is printed."""
+
+
 # ---- sanitizer reports --------------------------------------------------------
 # E2E_SANITIZE=1 (the e2e-asan suite, tests/sanitize/run.sh): processes are
 # stopped with SIGTERM first, so that they exit and LeakSanitizer runs. In

@@ -79,6 +79,8 @@ def run_one(tap, name, fn, timeout, **kw):
             box["diag"] = fn(mkenv, **kw)
         except TestFailure as e:
             box["fail"] = str(e)
+        except harness.Skip as e:
+            box["skip"] = str(e)
         except Exception:  # noqa: BLE001
             box["fail"] = "unexpected error:\n" + traceback.format_exc()
 
@@ -97,7 +99,9 @@ def run_one(tap, name, fn, timeout, **kw):
     th.join(10)
     sanitizer_verdict(box)
     dt = time.monotonic() - t0
-    if "fail" in box:
+    if "skip" in box and "fail" not in box:
+        tap.result(name, True, skip=box["skip"])
+    elif "fail" in box:
         tap.result(name, False, "%s\n(after %.1f s)\n%s" % (box["fail"], dt, "\n".join(logs)))
     else:
         d = box.get("diag")

@@ -29,6 +29,12 @@ std::optional<Address> parse_address(std::string_view s, std::string *err);
 // A listening TCP socket (SO_REUSEADDR) or -errno.
 int listen_tcp(const Address &a, int backlog = 1024);
 // A non-connected TCP socket for a, ready for IORING_OP_CONNECT, or -errno.
+// TCP keepalive on a stream: a probe after idle seconds without traffic
+// (it keeps NAT and firewall state alive), then every idle/3 (at least 1 s);
+// three unanswered probes, or bytes unacknowledged for as long, end the
+// connection with ETIMEDOUT (a peer that vanished without a reset). 0: off.
+// Returns 0 or -errno.
+int set_keepalive(int fd, unsigned idle_seconds);
 // With a congestion control name, the socket uses it (see set_congestion).
 int socket_for(const Address &a, std::string_view congestion = {});
 // Sets a TCP socket's congestion control (TCP_CONGESTION): 0 or -errno

@@ -33,6 +33,9 @@ struct SessionConfig {
 	// A socket closed gracefully that cannot flush within this (its peer
 	// does not read) is reset instead.
 	std::chrono::milliseconds linger_timeout{5000};
+	// TCP keepalive on every stream (set_keepalive): probes after this many
+	// idle seconds keep NAT state alive and find a peer that vanished. 0: off.
+	unsigned keepalive = 60;
 	unsigned max_sessions = 4096;                // sessions at once (each side)
 	// Join: streams accepted whose HELLO has not arrived yet. When full,
 	// the oldest is dropped for the newcomer.
