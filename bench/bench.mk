@@ -8,6 +8,7 @@
 #   make bench BENCH_ARGS='--agent-flags="--buffer-size 256K"'
 
 BENCH_RELAY := $(BUILD)/bench_relay
+BENCH_PINGPONG := $(BUILD)/bench_pingpong
 BENCH_PY    ?= /usr/bin/python3
 BENCH_ARGS  ?=
 
@@ -15,6 +16,10 @@ $(BENCH_RELAY): bench/relay.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -Wall -Wextra -Werror -pthread -o $@ $<
 
+$(BENCH_PINGPONG): bench/pingpong.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -Wall -Wextra -Werror -pthread -o $@ $<
+
 bench: .deps-ok
-	$(MAKE) all $(BENCH_RELAY)
+	$(MAKE) all $(BENCH_RELAY) $(BENCH_PINGPONG)
 	$(BENCH_PY) bench/run.py --build $(BUILD) $(BENCH_ARGS)

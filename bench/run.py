@@ -40,6 +40,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import latency  # noqa: E402
+
 HOST = "127.0.0.1"  # the only address this script ever uses
 GB = 1e9            # GB/s here means 10^9 bytes per second
 
@@ -241,18 +244,39 @@ class Contender:
         return {p.pid for p in self.procs}
 
 
-def start_contenders(args, tmp, logdir):
+class PingServer(object):
+    """The latency scenario's backend: bench_pingpong serve (an echo)."""
+
+    def __init__(self, port, logdir, key):
+        self.port, self.logdir, self.key, self.proc = port, logdir, key, None
+        self.binary = None
+
+    def start(self):
+        self.proc = spawn(f"pingpong-server-{self.key}", [self.binary, "serve", str(self.port)],
+                          self.logdir)
+        wait_listen(self.port, [self.proc], "pingpong server")
+
+    def restart(self):
+        if self.proc:
+            stop(self.proc)
+        self.start()
+
+
+def start_contenders(args, tmp, logdir, server_cls=None, only=None):
     build = args.build
     proxy = os.path.join(build, "agentproxy")
     relay = os.path.join(build, "bench_relay")
     out = []
-    want = set(args.only.split(",")) if args.only else None
+    only = args.only if only is None else only
+    want = set(only.split(",")) if only else None
 
     def wanted(k):
         return want is None or k in want or k.split("-")[0] in want
 
     def server(key):
-        srv = Server(free_ports(1)[0], logdir, key)
+        srv = (server_cls or Server)(free_ports(1)[0], logdir, key)
+        if server_cls is PingServer:
+            srv.binary = os.path.join(build, "bench_pingpong")
         srv.start()
         return srv
 
@@ -753,6 +777,11 @@ def main():
                     help="streams per session in the memory test (default 4)")
     ap.add_argument("--ping-bytes", type=int, default=1024,
                     help="bytes each idle session echoes once (default 1024)")
+    ap.add_argument("--latency-count", type=int, default=5000,
+                    help="round trips per contender and round in the latency scenario "
+                         "(0: skip it; default 5000)")
+    ap.add_argument("--latency-size", type=int, default=64,
+                    help="bytes each way per round trip (default 64)")
     ap.add_argument("--quick", action="store_true",
                     help="1 round of 2 s, streams 4 only, 100 sessions: a smoke test")
     ap.add_argument("--timeout", type=int, default=420,
@@ -767,6 +796,7 @@ def main():
     if args.quick:
         args.seconds, args.repeats, args.streams = 2, 1, "4"
         args.sessions = min(args.sessions, 100)
+        args.latency_count = min(args.latency_count, 1000)
     args.streams = [int(x) for x in args.streams.split(",") if x]
     out = args.out or os.path.join(args.build, "bench")
     logdir = os.path.join(out, "logs")
@@ -776,7 +806,7 @@ def main():
     for tool in ("iperf3", "haproxy", "socat"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is not installed (run `make deps`)")
-    for f in ("agentproxy", "bench_relay"):
+    for f in ("agentproxy", "bench_relay", "bench_pingpong"):
         if not os.access(os.path.join(args.build, f), os.X_OK):
             sys.exit(f"bench: {args.build}/{f} is missing (run `make bench`)")
 
@@ -828,6 +858,7 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="agentmux-bench-")
     runs, memory, mem_error, contenders = [], None, None, []
+    latency_runs, latency_summary = [], None
     started = time.monotonic()
     rc = 0
     try:
@@ -869,8 +900,22 @@ def main():
                     if dead:
                         print(f"bench: {c.label}: {dead[0].bench_name} died "
                               f"(see {dead[0].bench_log.name})", flush=True)
-        # The throughput contenders are done: stop them so the memory test runs alone.
+        # The throughput contenders are done: stop them so the next tests run alone.
         stop_all()
+        if args.latency_count > 0:
+            streams = max(args.streams) if args.streams else 4
+            lat_contenders = start_contenders(
+                args, tmp, logdir, server_cls=PingServer,
+                only=f"direct,agentproxy-{streams},haproxy,socat")
+            print(f"bench: latency: {args.latency_count} round trips of {args.latency_size} "
+                  f"bytes through {len(lat_contenders)} contenders x {args.repeats} rounds",
+                  flush=True)
+            latency_runs = latency.measure(lat_contenders, args.repeats, args.latency_count,
+                                           args.latency_size,
+                                           os.path.join(args.build, "bench_pingpong"),
+                                           lambda line: print(line, flush=True))
+            latency_summary = latency.summarize(lat_contenders, latency_runs)
+            stop_all()
         if args.sessions > 0:
             print(f"bench: memory: {args.sessions} idle sessions through stripe -> join ...",
                   flush=True)
@@ -905,19 +950,27 @@ def main():
     meta["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     summ = summarize(contenders, runs, dirs)
     md = render_md(meta, contenders, summ, dirs, memory, mem_error)
+    if latency_summary:
+        md += "\n" + latency.render_md(latency_summary, args.latency_count, args.latency_size)
     print()
     print(md)
     with open(os.path.join(out, "results.md"), "w") as fh:
         fh.write(md)
     with open(os.path.join(out, "results.json"), "w") as fh:
         json.dump({"meta": meta, "summary": list(summ.values()), "memory": memory,
-                   "memory_error": mem_error, "runs": runs}, fh, indent=1)
+                   "memory_error": mem_error, "runs": runs,
+                   "latency": {"summary": latency_summary, "runs": latency_runs}},
+                  fh, indent=1)
     if not args.no_plot:
         try:
             plot(os.path.join(out, "throughput.png"), contenders, summ, dirs, meta, memory)
+            if latency_summary:
+                latency.plot(os.path.join(out, "latency.png"), latency_summary,
+                             f"{args.latency_size}-byte round trips, {meta['congestion']}, "
+                             f"{meta['date']}")
         except Exception as e:  # a missing matplotlib must not hide the numbers
             print(f"bench: no plot: {e}", file=sys.stderr)
-    print(f"bench: wrote {out}/results.md, results.json, throughput.png "
+    print(f"bench: wrote {out}/results.md, results.json, throughput.png, latency.png "
           f"({meta['elapsed_seconds']} s)")
     return rc
 
