@@ -330,6 +330,59 @@ void t_destroy_in_flight()
 	close(s);
 }
 
+// A reset reaches a reader paused by backpressure at once (the fault poll),
+// not on its resume: a session whose other end stalled must still end.
+void t_reset_while_paused()
+{
+	Ring ring;
+	BufferRing buffers(ring, 0, 64, 4096);
+	auto src = kmod(ring, buffers);
+	int c, s;
+	tcp_pair(c, s);
+	Collector r;
+	src->watch(s, r);
+	send_pattern(c, 0, 100);
+	CHECK(spin(ring, [&] { return r.got == 100; }), "first bytes");
+	src->pause(s);
+	send_pattern(c, 100, 1000);
+	linger l{1, 0};
+	setsockopt(c, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+	close(c);
+	CHECK(spin(ring, [&] { return r.ended != 1; }), "a paused reader never heard of the reset");
+	CHECK(r.ended == -ECONNRESET, "on_end(%d)", r.ended);
+	src->unwatch(s);
+	close(s);
+}
+
+// A peer that half-closes and then idles costs no completions while the
+// reader waits (the fault poll is edge-triggered), and the end of stream
+// comes on resume.
+void t_half_close_idle()
+{
+	Ring ring;
+	BufferRing buffers(ring, 0, 64, 4096);
+	auto src = kmod(ring, buffers);
+	int c, s;
+	tcp_pair(c, s);
+	Collector r;
+	src->watch(s, r);
+	src->pause(s);
+	shutdown(c, SHUT_WR);
+	spin(ring, [] { return false; }, 200);
+	std::uint64_t before = ring.completions();
+	spin(ring, [] { return false; }, 500);
+	std::uint64_t idle = ring.completions() - before;
+	CHECK(idle <= 1, "%llu completions in 500 ms of a paused, half-closed socket",
+	      (unsigned long long)idle);
+	CHECK(r.ended == 1, "the end came while paused (%d)", r.ended);
+	src->resume(s);
+	CHECK(spin(ring, [&] { return r.ended == 0; }), "no end of stream after resume (%d)",
+	      r.ended);
+	src->unwatch(s);
+	close(c);
+	close(s);
+}
+
 } // namespace
 
 int main()
@@ -341,5 +394,7 @@ int main()
 	run("kmodsrc: unwatch and delete the reader inside on_data", t_unwatch_in_callback);
 	run("kmodsrc: 200 sockets, data and EOF each", t_many_sockets);
 	run("kmodsrc: source destroyed with operations in flight", t_destroy_in_flight);
+	run("kmodsrc: a reset reaches a paused reader at once", t_reset_while_paused);
+	run("kmodsrc: a paused half-closed socket costs no completions", t_half_close_idle);
 	return failures ? 1 : 0;
 }
