@@ -459,6 +459,37 @@ def t_vanished_peer(mkenv):
         dt, end, state)
 
 
+PIPE_SOFT = "/proc/sys/fs/pipe-user-pages-soft"
+
+
+def t_pipe_pages_limit(mkenv):
+    """Both proxies run as an unprivileged user who is over
+    fs.pipe-user-pages-soft: their new pipes stay small (two pages). The
+    sessions go on in smaller steps, intact, and one log line says why."""
+    if os.geteuid() != 0:
+        raise Skip("needs root to lower fs.pipe-user-pages-soft and run as nobody")
+    if DATA_PATH != "splice":
+        raise Skip("the copy path uses no pipes")
+    with open(PIPE_SOFT) as f:
+        saved = f.read().strip()
+    env = mkenv()
+    try:
+        with open(PIPE_SOFT, "w") as f:
+            f.write("1\n")  # every new pipe of the user is over it
+        flags = ("--user", "nobody")
+        b, tgt, join, stripe = start(env, join_flags=flags, stripe_flags=flags)
+        good_session(env, stripe, 9951, size=16 * MiB)
+        good_session(env, stripe, 9952, size=16 * MiB)
+    finally:
+        with open(PIPE_SOFT, "w") as f:
+            f.write(saved + "\n")
+    logs = stripe.stderr() + join.stderr()
+    check("pipe-user-pages-soft" in logs, "no log line names the pipe limit: %r" % logs[-400:])
+    n = sum(l.count("pipes stay small") for l in (stripe.stderr(), join.stderr()))
+    check(n <= 4, "%d 'pipes stay small' lines for two sessions (one a second at most)" % n)
+    return "two 16 MiB sessions intact as nobody over the pipe limit; %d log lines" % n
+
+
 def tests():
     return [
         ("abuse: target stops reading, client resets -> both sessions end, target reset",
@@ -478,4 +509,6 @@ def tests():
          t_memory_cap, 120),
         ("abuse: the streams' peer vanishes without a reset -> keepalive ends the session",
          t_vanished_peer, 90),
+        ("abuse: past fs.pipe-user-pages-soft (as nobody) -> smaller pipes, sessions intact",
+         t_pipe_pages_limit, 90),
     ]
