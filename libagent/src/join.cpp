@@ -273,12 +273,7 @@ public:
 		handshake_timer_.cancel();
 		while (!pending_.empty())
 			drop(*pending_.front());
-		std::vector<Session *> live;
-		for (auto &[p, s] : owned_)
-			live.push_back(p);
-		for (Session *p : live)
-			if (owned_.count(p))
-				p->abort(wire::ErrorCode::internal, "the join server is shutting down");
+		abort_all(owned_, "the join server is shutting down");
 	}
 
 	bool idle() const override

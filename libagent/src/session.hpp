@@ -20,6 +20,11 @@ namespace agent {
 
 class Stream;
 
+// Aborts every session of a server's map (Session * -> owner), which
+// shrinks as they finish: a server going away ends them all.
+template <typename Map>
+void abort_all(Map &sessions, const std::string &reason);
+
 // cfg if validate() accepts it; else closes listen_fd (which the server
 // took) and throws std::invalid_argument with validate()'s reason.
 SessionConfig checked_config(SessionConfig cfg, int listen_fd);
@@ -246,5 +251,16 @@ private:
 	Timer idle_timer_{[this] { on_idle(); }};
 	Timer handshake_timer_{[this] { on_streams_late(); }};
 };
+
+template <typename Map>
+void abort_all(Map &sessions, const std::string &reason)
+{
+	std::vector<Session *> live;
+	for (auto &entry : sessions)
+		live.push_back(entry.first);
+	for (Session *p : live)
+		if (sessions.count(p))
+			p->abort(wire::ErrorCode::internal, reason);
+}
 
 } // namespace agent

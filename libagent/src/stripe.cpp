@@ -56,12 +56,7 @@ public:
 	void shutdown()
 	{
 		acceptor_.stop();
-		std::vector<Session *> live;
-		for (auto &[p, s] : sessions_)
-			live.push_back(p);
-		for (Session *p : live)
-			if (sessions_.count(p))
-				p->abort(wire::ErrorCode::internal, "the stripe server is shutting down");
+		abort_all(sessions_, "the stripe server is shutting down");
 	}
 
 	bool idle() const override { return sessions_.empty() && !acceptor_.busy(); }

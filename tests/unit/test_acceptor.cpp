@@ -4,6 +4,7 @@
 #include "../../libagent/src/acceptor.hpp"
 #include "agent/agent.hpp"
 #include "agent/net.hpp"
+#include "support.hpp"
 
 #include <catch2/catch_test_macros.hpp>
 
@@ -22,39 +23,13 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::unique_ptr<Agent> make_agent()
-{
-	std::string err;
-	AgentOptions o;
-	o.events = EventKind::uring;
-	o.buffer_count = 64;
-	o.buffer_size = 4096;
-	auto a = Agent::create(o, &err);
-	REQUIRE(a);
-	return a;
-}
+std::unique_ptr<Agent> make_agent() { return test_support::uring_agent(); }
 
-int listener(sockaddr_in &sa)
-{
-	int l = socket(AF_INET, SOCK_STREAM, 0);
-	sa = {};
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	socklen_t len = sizeof(sa);
-	REQUIRE(bind(l, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0);
-	REQUIRE(listen(l, 64) == 0);
-	REQUIRE(getsockname(l, reinterpret_cast<sockaddr *>(&sa), &len) == 0);
-	return l;
-}
+int listener(sockaddr_in &sa) { return test_support::loopback_listener(sa); }
 
-// Runs the ring and the timers for about ms.
 void run_for(Agent &agent, int ms)
 {
-	auto end = Agent::Clock::now() + std::chrono::milliseconds(ms);
-	while (Agent::Clock::now() < end) {
-		agent.ring().run_once(10);
-		agent.timers().advance(Agent::Clock::now());
-	}
+	test_support::run_until(agent, [] { return false; }, ms);
 }
 
 } // namespace

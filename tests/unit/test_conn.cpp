@@ -6,6 +6,7 @@
 #include "../../libagent/src/conn.hpp"
 #include "agent/agent.hpp"
 #include "agent/net.hpp"
+#include "support.hpp"
 
 #include <catch2/catch_test_macros.hpp>
 
@@ -36,22 +37,7 @@ struct Owner final : ConnOwner {
 // A connected TCP pair on loopback: a is ours, b the peer's.
 struct Pair {
 	int a = -1, b = -1;
-	Pair()
-	{
-		int l = socket(AF_INET, SOCK_STREAM, 0);
-		sockaddr_in sa{};
-		sa.sin_family = AF_INET;
-		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		socklen_t len = sizeof(sa);
-		REQUIRE(bind(l, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0);
-		REQUIRE(listen(l, 1) == 0);
-		REQUIRE(getsockname(l, reinterpret_cast<sockaddr *>(&sa), &len) == 0);
-		a = socket(AF_INET, SOCK_STREAM, 0);
-		REQUIRE(connect(a, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0);
-		b = accept(l, nullptr, nullptr);
-		REQUIRE(b >= 0);
-		close(l);
-	}
+	Pair() { test_support::tcp_pair(a, b); }
 	~Pair()
 	{
 		if (b >= 0)
@@ -59,17 +45,7 @@ struct Pair {
 	}
 };
 
-std::unique_ptr<Agent> make_agent()
-{
-	std::string err;
-	AgentOptions o;
-	o.events = EventKind::uring;
-	o.buffer_count = 64;
-	o.buffer_size = 4096;
-	auto a = Agent::create(o, &err);
-	REQUIRE(a);
-	return a;
-}
+std::unique_ptr<Agent> make_agent() { return test_support::uring_agent(); }
 
 int tcp_state(int fd)
 {
@@ -79,11 +55,7 @@ int tcp_state(int fd)
 	return ti.tcpi_state;
 }
 
-void spin_until(Agent &agent, const std::function<bool()> &done, int ms = 3000)
-{
-	for (int i = 0; i < ms / 10 && !done(); i++)
-		agent.ring().run_once(10);
-}
+using test_support::run_until;
 
 } // namespace
 
@@ -96,10 +68,10 @@ TEST_CASE("close(reset) of a conn whose peer never reads releases it at once", "
 	// Far more than the socket buffers hold: a sendmsg stays in flight.
 	std::vector<std::byte> big(32 << 20);
 	c->send(big);
-	spin_until(*agent, [] { return false; }, 300);
+	run_until(*agent, [] { return false; }, 300);
 	REQUIRE(c->busy());
 	c->close(true);
-	spin_until(*agent, [&] { return !c->busy(); });
+	run_until(*agent, [&] { return !c->busy(); });
 	CHECK_FALSE(c->busy());
 	c.reset();
 	// The peer got the reset: its socket is closed, not ESTABLISHED.
@@ -117,11 +89,7 @@ TEST_CASE("close_when_sent that cannot flush resets after the linger time", "[co
 	c->close_when_sent(200ms);
 	CHECK(c->state() == Conn::State::draining);
 	// The agent's tick drives the linger timer.
-	auto t0 = Agent::Clock::now();
-	while (c->busy() && Agent::Clock::now() - t0 < 5s) {
-		agent->ring().run_once(10);
-		agent->timers().advance(Agent::Clock::now());
-	}
+	run_until(*agent, [&] { return !c->busy(); }, 5000);
 	CHECK(c->closed());
 	CHECK_FALSE(c->busy());
 	c.reset();
@@ -140,16 +108,12 @@ TEST_CASE("a connect that does not complete fails with ETIMEDOUT", "[conn]")
 	REQUIRE(to);
 	auto c = std::make_unique<Conn>(*agent, owner, fd, false);
 	c->connect(*to, 300ms);
-	auto t0 = Agent::Clock::now();
-	while (owner.failed == 0 && Agent::Clock::now() - t0 < 5s) {
-		agent->ring().run_once(10);
-		agent->timers().advance(Agent::Clock::now());
-	}
+	run_until(*agent, [&] { return owner.failed != 0; }, 5000);
 	// Either our timer (ETIMEDOUT) or the kernel's quick answer (no route).
 	CHECK(owner.failed != 0);
 	if (owner.failed == -ETIMEDOUT)
 		CHECK(c->state() == Conn::State::connecting);
 	c->close(false);
-	spin_until(*agent, [&] { return !c->busy(); });
+	run_until(*agent, [&] { return !c->busy(); });
 	CHECK_FALSE(c->busy());
 }

@@ -3,6 +3,7 @@
 #include "../../libagent/src/pipe.hpp"
 
 #include "agent/net.hpp"
+#include "support.hpp"
 
 #include <catch2/catch_test_macros.hpp>
 
@@ -23,19 +24,7 @@ struct TcpPair {
 	int a = -1, b = -1;
 	TcpPair()
 	{
-		int l = socket(AF_INET, SOCK_STREAM, 0);
-		sockaddr_in sa{};
-		sa.sin_family = AF_INET;
-		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		socklen_t len = sizeof(sa);
-		REQUIRE(bind(l, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0);
-		REQUIRE(listen(l, 1) == 0);
-		REQUIRE(getsockname(l, reinterpret_cast<sockaddr *>(&sa), &len) == 0);
-		a = socket(AF_INET, SOCK_STREAM, 0);
-		REQUIRE(connect(a, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0);
-		b = accept(l, nullptr, nullptr);
-		REQUIRE(b >= 0);
-		close(l);
+		test_support::tcp_pair(b, a); // a connects (writes), b is accepted
 		REQUIRE(agent::set_nonblocking(a));
 		REQUIRE(agent::set_nonblocking(b));
 	}

@@ -5,6 +5,7 @@
 // pointing at freed memory (the sanitizer build checks that part).
 #include "agent/net.hpp"
 #include "agent/proxy.hpp"
+#include "support.hpp"
 
 #include <catch2/catch_test_macros.hpp>
 
@@ -21,17 +22,7 @@ using namespace agent;
 
 namespace {
 
-std::unique_ptr<Agent> make_agent()
-{
-	std::string err;
-	AgentOptions o;
-	o.events = EventKind::uring;
-	o.buffer_count = 64;
-	o.buffer_size = 4096;
-	auto a = Agent::create(o, &err);
-	REQUIRE(a);
-	return a;
-}
+std::unique_ptr<Agent> make_agent() { return test_support::uring_agent(); }
 
 struct Echo final : SessionApp {
 	void on_data(SessionHandle &s, std::span<const std::byte> b) override { s.send(b); }

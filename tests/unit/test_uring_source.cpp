@@ -2,6 +2,7 @@
 // The uring event source against real sockets: delivery, end of stream,
 // pause/resume (nothing delivered while paused, nothing lost), unwatch.
 #include "agent/agent.hpp"
+#include "support.hpp"
 
 #include <catch2/catch_test_macros.hpp>
 
@@ -230,34 +231,8 @@ TEST_CASE("uring source in pull mode: no turn while paused, one after resume",
 	f.spin();
 }
 
-namespace {
-
-// A connected TCP pair on loopback (a reset needs TCP; a socketpair has none).
-void tcp_pair(int &ours, int &peer)
-{
-	int l = socket(AF_INET, SOCK_STREAM, 0);
-	sockaddr_in sa{};
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	socklen_t len = sizeof(sa);
-	REQUIRE(bind(l, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0);
-	REQUIRE(listen(l, 1) == 0);
-	REQUIRE(getsockname(l, reinterpret_cast<sockaddr *>(&sa), &len) == 0);
-	peer = socket(AF_INET, SOCK_STREAM, 0);
-	REQUIRE(connect(peer, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0);
-	ours = accept(l, nullptr, nullptr);
-	REQUIRE(ours >= 0);
-	close(l);
-}
-
-void reset_close(int fd)
-{
-	linger l{1, 0};
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-	close(fd);
-}
-
-} // namespace
+using test_support::reset_close;
+using test_support::tcp_pair;
 
 TEST_CASE("uring source: a reset reaches a paused reader at once", "[uring][fault]")
 {
