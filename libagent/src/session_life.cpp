@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: MIT
+// A session's life outside the data path: the stripe side's handshake (each
+// stream's HELLO-ACK, then the client is read), the timeouts (idle, streams
+// late), and the end (clean, or aborted with one log line), after which the
+// session frees itself once nothing in flight refers to it.
+#include "session.hpp"
+
+#include "agent/log.hpp"
+
+#include <cstring>
+
+namespace agent {
+
+// ---- handshake (stripe side) -------------------------------------------------
+
+void Session::expect_streams(std::chrono::milliseconds timeout)
+{
+	handshake_timer_.arm(agent_.timers(), timeout);
+}
+
+void Session::on_streams_late()
+{
+	if (closing_ || acked_ == count_)
+		return;
+	stats_.timeouts++;
+	if (plain_)
+		abort(wire::ErrorCode::timeout,
+		      fmt::format("the join side answered {} of {} HELLOs within {} ms", acked_,
+				  count_, cfg_.handshake_timeout.count()));
+	else
+		abort(wire::ErrorCode::stream_lost,
+		      fmt::format("not all {} streams arrived within {} ms", count_,
+				  cfg_.handshake_timeout.count()));
+}
+
+// Stripe: the join side's answer to st's HELLO. AUTH goes back at once;
+// once every stream has had its answer the client is read.
+bool Session::take_hello_ack(Stream &st, std::span<const std::byte> payload)
+{
+	wire::HelloAck ack;
+	auto s = wire::decode_hello_ack(payload.first<wire::kHelloAckSize>(), ack);
+	if (s != wire::Status::ok) {
+		abort(wire::ErrorCode::protocol,
+		      fmt::format("stream {} to {}: bad HELLO-ACK: {}", st.index, st.peer,
+				  wire::describe(s)));
+		return false;
+	}
+	std::memcpy(st.ack.data(), payload.data(), wire::kHelloAckSize);
+	std::array<std::uint8_t, wire::kAuthSize> proof{};
+	if (cfg_.key)
+		proof = cfg_.key->prove(st.hello, st.ack);
+	send_frame(st, wire::Type::auth, 0, std::as_bytes(std::span(proof)));
+	st.acked = true;
+	if (++acked_ == count_) {
+		handshake_timer_.cancel();
+		watch_client();
+	}
+	return true;
+}
+
+void Session::watch_client()
+{
+	plain_watching_ = true;
+	agent_.events().watch(plain_->fd(), *this);
+}
+
+// ---- timeouts ------------------------------------------------------------------
+
+void Session::arm_idle()
+{
+	if (cfg_.idle_timeout.count() > 0)
+		idle_timer_.arm(agent_.timers(), cfg_.idle_timeout);
+}
+
+// Checked lazily: progress() only stamps the time; the timer looks at the
+// stamp when it fires and waits for the rest if bytes moved meanwhile.
+void Session::on_idle()
+{
+	if (closing_)
+		return;
+	auto quiet = std::chrono::duration_cast<std::chrono::milliseconds>(agent_.now() -
+									   last_progress_);
+	if (quiet < cfg_.idle_timeout) {
+		idle_timer_.arm(agent_.timers(), cfg_.idle_timeout - quiet);
+		return;
+	}
+	stats_.timeouts++;
+	abort(wire::ErrorCode::timeout,
+	      fmt::format("no progress either way for {} ms (idle timeout)", quiet.count()));
+}
+
+// ---- the end ---------------------------------------------------------------------
+
+void Session::check_done()
+{
+	if (closing_ || !tx_fin_ || !rx_done_)
+		return;
+	for (auto &st : streams_)
+		if (!st->fin_seen || !st->eof || st->conn.queued())
+			return;
+	if (plain_ && plain_->queued())
+		return;
+	finish();
+}
+
+void Session::finish()
+{
+	closing_ = true;
+	idle_timer_.cancel();
+	handshake_timer_.cancel();
+	stats_.sessions_done++;
+	stats_.active--;
+	log(LogLevel::debug, "{}: done", tag());
+	for (auto &st : streams_) {
+		st->unwatch();
+		st->conn.close(false);
+	}
+	close_plain(false, "");
+}
+
+// The plain end goes last: an application may look at the session in
+// on_close. A reset tells a socket peer the stream is incomplete.
+void Session::close_plain(bool reset, const std::string &reason)
+{
+	if (plain_watching_) {
+		plain_watching_ = false;
+		agent_.events().unwatch(plain_->fd());
+	}
+	if (plain_)
+		plain_->close(reset);
+	if (app_)
+		app_->on_close(*this, reason);
+	maybe_free();
+}
+
+void Session::reset(std::string_view reason)
+{
+	abort(wire::ErrorCode::reset, fmt::format("application reset: {}", reason));
+}
+
+void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_peer)
+{
+	if (closing_)
+		return;
+	closing_ = true;
+	idle_timer_.cancel();
+	handshake_timer_.cancel();
+	stats_.sessions_failed++;
+	stats_.active--;
+	log(LogLevel::warn, "{}: {}", tag(), reason);
+	std::byte err[4 + wire::kMaxErrorText];
+	std::size_t text = std::min<std::size_t>(reason.size(), wire::kMaxErrorText);
+	for (int i = 0; i < 4; i++)
+		err[i] = std::byte((std::uint32_t(code) >> (8 * i)) & 0xff);
+	std::memcpy(err + 4, reason.data(), text);
+	for (auto &st : streams_) {
+		if (!st)
+			continue;
+		st->unwatch();
+		// An idle stream can carry the reason; a busy one (or one
+		// already shut) is reset, which the peer treats the same way.
+		if (tell_peer && st->conn.connected() && !st->conn.write_shut() &&
+		    st->conn.queued() == 0) {
+			send_frame(*st, wire::Type::error, 0, {err, 4 + text});
+			st->conn.close_when_sent(cfg_.linger_timeout);
+		} else {
+			st->conn.close(true);
+		}
+	}
+	close_plain(true, reason);
+}
+
+void Session::maybe_free()
+{
+	if (!closing_ || freed_ || !idle())
+		return;
+	freed_ = true;
+	host_.session_finished(this);
+}
+
+bool Session::idle() const
+{
+	for (auto &st : streams_)
+		if (st && st->conn.busy())
+			return false;
+	return !plain_ || !plain_->busy();
+}
+
+} // namespace agent
