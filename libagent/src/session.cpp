@@ -90,7 +90,7 @@ Session::~Session()
 	// Freed only once closed and idle (maybe_free): no source still
 	// delivers to it, no operation still points into it. Only an agent
 	// being torn down (whose ring runs no more) frees sessions as they are.
-	assert((freed_ && !plain_watching_ && idle()) || agent_.tearing_down());
+	assert((phase_ == Phase::freed && !plain_watching_ && idle()) || agent_.tearing_down());
 	if (plain_watching_)
 		agent_.events().unwatch(plain_->fd());
 	agent_.memory().forget(*this);
@@ -99,7 +99,7 @@ Session::~Session()
 
 void Session::memory_available()
 {
-	if (closing_)
+	if (closing())
 		return;
 	update_plain_pause();
 	pump();
@@ -136,7 +136,7 @@ void Session::start_stripe(int client_fd, const Address &peer)
 		streams_[i] = std::move(st);
 		attached_++;
 	}
-	started_ = true;
+	phase_ = Phase::running;
 	arm_idle();
 	// The client is read once every stream's handshake is over.
 	expect_streams(cfg_.handshake_timeout);
@@ -155,7 +155,7 @@ bool Session::add_stream(std::unique_ptr<Stream> st, std::span<const std::byte> 
 	acked_++;
 	if (!leftover.empty())
 		stream_data(ref, leftover);
-	else if (!started_)
+	else if (phase_ == Phase::setup)
 		ref.pause();
 	return true;
 }
@@ -174,7 +174,7 @@ void Session::start_target(const Address &target)
 	plain_name_ = "target " + target.str();
 	splice_ = cfg_.splice; // O_NONBLOCK once connected
 	plain_->connect(target, cfg_.connect_timeout);
-	started_ = true;
+	phase_ = Phase::running;
 	handshake_timer_.cancel();
 	arm_idle();
 	for (auto &st : streams_)
@@ -186,7 +186,7 @@ void Session::start_app(std::unique_ptr<SessionApp> app)
 {
 	app_ = std::move(app);
 	plain_name_ = "application";
-	started_ = true;
+	phase_ = Phase::running;
 	handshake_timer_.cancel();
 	arm_idle();
 	app_->on_open(*this);
@@ -213,7 +213,7 @@ void Session::send_frame(Stream &st, wire::Type type, std::uint64_t seq,
 
 void Session::send_up(std::span<const std::byte> bytes)
 {
-	if (closing_ || tx_fin_)
+	if (closing() || tx_fin_)
 		return;
 	std::size_t queued[wire::kMaxStreams];
 	while (!bytes.empty()) {
@@ -280,7 +280,7 @@ void Session::update_plain_pause()
 
 void Session::plain_read_ended(int err)
 {
-	if (closing_)
+	if (closing())
 		return;
 	if (err < 0) {
 		abort(wire::ErrorCode::reset,
@@ -302,13 +302,13 @@ void Session::plain_read_ended(int err)
 
 void Session::stream_data(Stream &st, std::span<const std::byte> bytes)
 {
-	if (closing_)
+	if (closing())
 		return;
-	if (!started_ || st.pull) {
+	if (phase_ == Phase::setup || st.pull) {
 		// In pull mode these are bytes a source read before the mode
 		// changed: they come first.
 		st.in.insert(st.in.end(), bytes.begin(), bytes.end());
-		if (!started_)
+		if (phase_ == Phase::setup)
 			st.pause();
 		else
 			stream_readable(st);
@@ -316,12 +316,12 @@ void Session::stream_data(Stream &st, std::span<const std::byte> bytes)
 	}
 	if (st.in.empty()) {
 		std::size_t n = consume(st, bytes);
-		if (n < bytes.size() && !closing_)
+		if (n < bytes.size() && !closing())
 			st.in.assign(bytes.begin() + n, bytes.end());
 	} else {
 		st.in.insert(st.in.end(), bytes.begin(), bytes.end());
 		std::size_t n = consume(st, st.in);
-		if (!closing_)
+		if (!closing())
 			st.in.erase(st.in.begin(), st.in.begin() + n);
 	}
 	pump();
@@ -332,7 +332,7 @@ std::size_t Session::consume(Stream &st, std::span<const std::byte> buf)
 	std::size_t off = 0;
 	// Paused, the rest waits in st.in (pump() takes it up): a receive
 	// buffer's worth of frames past the pause would overshoot the budgets.
-	while (!closing_ && !ingress_paused_ && buf.size() - off >= wire::kHeaderSize) {
+	while (!closing() && !ingress_paused_ && buf.size() - off >= wire::kHeaderSize) {
 		wire::Header h;
 		auto s = wire::decode_header(buf.subspan(off).first<wire::kHeaderSize>(), h);
 		if (s != wire::Status::ok) {
@@ -382,7 +382,7 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 	case wire::Type::hello_ack:
 		if (st.acked)
 			return bad("an unexpected HELLO-ACK");
-		return take_hello_ack(st, payload) && !closing_;
+		return take_hello_ack(st, payload) && !closing();
 	case wire::Type::auth:
 		return bad("AUTH after the handshake");
 	case wire::Type::data: {
@@ -420,7 +420,7 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 		st.last_seq = h.seq;
 		st.any_data = true;
 		stats_.frames_received++;
-		return !closing_;
+		return !closing();
 	}
 	case wire::Type::fin:
 		if (st.fin_seen)
@@ -432,7 +432,7 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 		st.fin_seen = true;
 		stats_.frames_received++;
 		drain_reorder();
-		return !closing_;
+		return !closing();
 	case wire::Type::error: {
 		std::uint32_t code = 0;
 		for (int i = 0; i < 4; i++)
@@ -468,11 +468,11 @@ void Session::deliver(std::span<const std::byte> bytes)
 void Session::drain_reorder()
 {
 	std::vector<std::byte> frame;
-	while (!closing_ && rx_.pop(frame)) {
+	while (!closing() && rx_.pop(frame)) {
 		agent_.memory().give(frame.size());
 		deliver(frame);
 	}
-	if (closing_ || rx_done_ || !rx_fin_seq_ || rx_.next() != *rx_fin_seq_)
+	if (closing() || rx_done_ || !rx_fin_seq_ || rx_.next() != *rx_fin_seq_)
 		return;
 	rx_done_ = true;
 	if (plain_)
@@ -486,14 +486,14 @@ void Session::drain_reorder()
 // session started) get another go; repeats while anything moves.
 void Session::pump()
 {
-	if (pumping_ || !started_)
+	if (pumping_ || phase_ == Phase::setup)
 		return;
 	pumping_ = true;
 	bool progress = true;
-	while (progress && !closing_) {
+	while (progress && !closing()) {
 		progress = false;
 		for (auto &sp : streams_) {
-			if (closing_)
+			if (closing())
 				break;
 			Stream &st = *sp;
 			if (st.pull) {
@@ -503,7 +503,7 @@ void Session::pump()
 			} else if (!st.in.empty()) {
 				st.blocked = false;
 				std::size_t n = consume(st, st.in);
-				if (closing_)
+				if (closing())
 					break;
 				st.in.erase(st.in.begin(), st.in.begin() + n);
 				progress = progress || n > 0;
@@ -517,7 +517,7 @@ void Session::pump()
 
 void Session::apply_pause(Stream &st)
 {
-	bool want = !started_ || ingress_paused_ || st.blocked || st.parked;
+	bool want = phase_ == Phase::setup || ingress_paused_ || st.blocked || st.parked;
 	if (want)
 		st.pause();
 	else
@@ -527,7 +527,7 @@ void Session::apply_pause(Stream &st)
 // A stream may end only after its FIN frame; anything else loses data.
 void Session::check_stream_eof(Stream &st)
 {
-	if (closing_ || !st.eof || st.fin_seen || st.blocked || !started_)
+	if (closing() || !st.eof || st.fin_seen || st.blocked || phase_ == Phase::setup)
 		return;
 	abort(wire::ErrorCode::stream_lost,
 	      st.in.empty() ? fmt::format("stream {} from {} closed before its FIN", st.index,
@@ -575,7 +575,7 @@ void Session::update_ingress_pause()
 
 void Session::stream_end(Stream &st, int err)
 {
-	if (closing_)
+	if (closing())
 		return;
 	st.eof = true;
 	if (!st.acked) {
@@ -596,7 +596,7 @@ void Session::stream_end(Stream &st, int err)
 
 void Session::stream_conn_event(Stream &st)
 {
-	if (!closing_) {
+	if (!closing()) {
 		if (st.conn_error) {
 			int e = st.conn_error;
 			st.conn_error = 0;
@@ -630,7 +630,7 @@ void Session::stream_conn_event(Stream &st)
 
 void Session::conn_connected(Conn &)
 {
-	if (closing_)
+	if (closing())
 		return;
 	if (splice_)
 		splice_ = set_nonblocking(plain_->fd());
@@ -642,7 +642,7 @@ void Session::conn_connected(Conn &)
 
 void Session::conn_sent(Conn &)
 {
-	if (closing_)
+	if (closing())
 		return;
 	update_ingress_pause();
 	pump(); // what waited in the streams' buffers while paused
@@ -651,7 +651,7 @@ void Session::conn_sent(Conn &)
 
 void Session::conn_failed(Conn &c, int err)
 {
-	if (closing_)
+	if (closing())
 		return;
 	if (!c.connected())
 		abort(wire::ErrorCode::unreachable,

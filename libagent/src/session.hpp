@@ -141,7 +141,7 @@ public:
 	// Join side: the rest of the streams must come within timeout.
 	void expect_streams(std::chrono::milliseconds timeout);
 
-	bool closing() const { return closing_; }
+	bool closing() const { return phase_ >= Phase::closing; }
 	unsigned count() const { return count_; }
 	Agent::Clock::time_point created() const { return created_; }
 
@@ -242,10 +242,14 @@ private:
 	bool rx_done_ = false;
 	bool ingress_paused_ = false;
 
-	bool started_ = false;
-	bool closing_ = false;
+	// What the session is doing; it only moves forward.
+	enum class Phase {
+		setup,   // streams arriving (join) or connecting (stripe)
+		running, // bytes may flow (stripe: once the handshakes are done)
+		closing, // ended (finish or abort): sockets closing
+		freed,   // closed and idle: handed to the host to be freed
+	} phase_ = Phase::setup;
 	bool pumping_ = false;
-	bool freed_ = false;
 
 	Agent::Clock::time_point last_progress_;
 	Timer idle_timer_{[this] { on_idle(); }};

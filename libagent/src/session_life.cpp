@@ -20,7 +20,7 @@ void Session::expect_streams(std::chrono::milliseconds timeout)
 
 void Session::on_streams_late()
 {
-	if (closing_ || acked_ == count_)
+	if (closing() || acked_ == count_)
 		return;
 	stats_.timeouts++;
 	if (plain_)
@@ -76,7 +76,7 @@ void Session::arm_idle()
 // stamp when it fires and waits for the rest if bytes moved meanwhile.
 void Session::on_idle()
 {
-	if (closing_)
+	if (closing())
 		return;
 	auto quiet = std::chrono::duration_cast<std::chrono::milliseconds>(agent_.now() -
 									   last_progress_);
@@ -93,7 +93,7 @@ void Session::on_idle()
 
 void Session::check_done()
 {
-	if (closing_ || !tx_fin_ || !rx_done_)
+	if (closing() || !tx_fin_ || !rx_done_)
 		return;
 	for (auto &st : streams_)
 		if (!st->fin_seen || !st->eof || st->conn.queued())
@@ -105,7 +105,7 @@ void Session::check_done()
 
 void Session::finish()
 {
-	closing_ = true;
+	phase_ = Phase::closing;
 	idle_timer_.cancel();
 	handshake_timer_.cancel();
 	stats_.sessions_done++;
@@ -140,9 +140,9 @@ void Session::reset(std::string_view reason)
 
 void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_peer)
 {
-	if (closing_)
+	if (closing())
 		return;
-	closing_ = true;
+	phase_ = Phase::closing;
 	idle_timer_.cancel();
 	handshake_timer_.cancel();
 	stats_.sessions_failed++;
@@ -172,9 +172,9 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 
 void Session::maybe_free()
 {
-	if (!closing_ || freed_ || !idle())
+	if (phase_ != Phase::closing || !idle())
 		return;
-	freed_ = true;
+	phase_ = Phase::freed;
 	host_.session_finished(this);
 }
 

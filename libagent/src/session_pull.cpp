@@ -39,7 +39,7 @@ std::size_t send_queue(int fd)
 StreamReader::Pulled Session::plain_pull()
 {
 	Pulled r;
-	while (!closing_ && !tx_fin_) {
+	while (!closing() && !tx_fin_) {
 		if (r.bytes >= kTurnBudget) {
 			r.drained = false;
 			break;
@@ -99,7 +99,7 @@ StreamReader::Pulled Session::stream_readable(Stream &st)
 	// another stream (unparked by data_done()), that one is read now, not
 	// on its event.
 	Stream *cur = &st;
-	while (!closing_ && started_ && !ingress_paused_) {
+	while (phase_ == Phase::running && !ingress_paused_) {
 		if (r.bytes >= kTurnBudget) {
 			r.drained = cur != &st; // else st has more to read
 			break;
@@ -112,7 +112,7 @@ StreamReader::Pulled Session::stream_readable(Stream &st)
 		apply_pause(*cur);
 		cur = due;
 	}
-	if (!closing_) {
+	if (!closing()) {
 		apply_pause(*cur);
 		apply_pause(st);
 	}
@@ -260,7 +260,7 @@ ssize_t Session::pull_payload(Stream &st, Pipe &pipe, std::size_t n)
 // A read returned res <= 0: wait (EAGAIN), or the stream ended.
 void Session::pull_failed(Stream &st, ssize_t res, bool inside_frame)
 {
-	if (res == -EAGAIN || closing_)
+	if (res == -EAGAIN || closing())
 		return;
 	if (res == 0 && inside_frame) {
 		st.eof = true;
