@@ -177,7 +177,8 @@ void BackendConn::start(Exchange *ex)
 	if (state_ != State::connecting)
 		state_ = State::busy;
 	reader_.expect_no_body(ex->method == HTTP_HEAD);
-	conn_.send(std::as_bytes(std::span(ex->request_head)));
+	conn_.send(std::as_bytes(std::span(ex->request_head)), ex->early_body);
+	std::vector<std::byte>().swap(ex->early_body);
 	timer_.arm(pool_.agent.timers(), pool_.cfg.backend_timeout);
 	resume_reading();
 	ex->client->kick();

@@ -167,19 +167,26 @@ void ClientConn::work()
 void ClientConn::read_requests()
 {
 	while (!closing_ && !stop_reading_ && in_off_ < in_.size()) {
+		bool early = false;
 		if (reading_) {
-			// A body goes only to its own connection.
-			if (!reading_->backend || reading_->backend->state() == BackendConn::State::closed)
+			// A body goes only to its own connection; its first bytes are
+			// checked (and kept) before it has one.
+			if (!reading_->backend) {
+				if (reading_->body_checked)
+					break;
+				early = true;
+			} else if (reading_->backend->state() == BackendConn::State::closed) {
 				break;
-			if (reading_->backend->send_full())
+			} else if (reading_->backend->send_full()) {
 				break;
+			}
 		} else if (exchanges_.size() >= cfg_.max_pipeline) {
 			break;
 		}
 		std::span<const std::byte> in(in_.data() + in_off_, in_.size() - in_off_);
 		// Bounded steps: a body's backend queue is checked in between.
-		if (reading_ && in.size() > 256 * 1024)
-			in = in.first(256 * 1024);
+		if (reading_ && in.size() > (early ? 64 : 256) * 1024)
+			in = in.first((early ? 64 : 256) * 1024);
 		MessageReader::Step s = reader_.step(in);
 		in_off_ += s.used;
 		if (s.error) {
@@ -194,8 +201,8 @@ void ClientConn::read_requests()
 				return;
 			}
 			if (reading_) {
-				// The request's body was bad: its backend connection
-				// saw part of it and cannot be reused.
+				// The request's body was bad: a backend connection that
+				// saw part of it cannot be reused.
 				Exchange *ex = reading_;
 				reading_ = nullptr;
 				if (ex->backend)
@@ -203,14 +210,7 @@ void ClientConn::read_requests()
 				ex->backend = nullptr;
 				pool_.cancel(ex);
 				ex->state = Exchange::State::finished;
-				ex->held.clear();
-				std::string r = error_response(reader_.status(), reader_.reason());
-				ex->held.assign(reinterpret_cast<const std::byte *>(r.data()),
-						reinterpret_cast<const std::byte *>(r.data()) + r.size());
-				held_total_ += r.size();
-				ex->status = reader_.status();
-				ex->close_after = true;
-				ex->emitted = true;
+				put_error(*ex, reader_.status(), reader_.reason());
 				stats_.local_errors++;
 				log(LogLevel::info, "{}: {} {}", peer_, reader_.status(), reader_.reason());
 			} else {
@@ -224,8 +224,15 @@ void ClientConn::read_requests()
 				request_complete();
 			continue;
 		}
-		if (!s.body.empty() && reading_ && reading_->backend)
-			reading_->backend->send_body(s.body);
+		if (!s.body.empty() && reading_) {
+			if (early)
+				reading_->early_body.insert(reading_->early_body.end(), s.body.begin(),
+							    s.body.end());
+			else if (reading_->backend)
+				reading_->backend->send_body(s.body);
+		}
+		if (early && reading_)
+			reading_->body_checked = true;
 		if (s.complete)
 			request_complete();
 	}
@@ -279,6 +286,8 @@ void ClientConn::new_request()
 	header_timer_.cancel();
 	Exchange *p = ex.get();
 	exchanges_.push_back(std::move(ex));
+	if (const std::string *e = h.find("expect"); e && iequals(*e, "100-continue"))
+		p->expect_continue = true;
 	reading_ = p->has_body ? p : nullptr;
 	if (!p->has_body)
 		p->request_done = true;
@@ -296,13 +305,35 @@ bool ClientConn::emit(Exchange &ex, std::span<const std::byte> bytes)
 {
 	if (closing_)
 		return false;
+	put(ex, bytes);
+	return ex.flushed ? conn_.queued() < cfg_.send_limit : held_total_ < cfg_.hold_budget;
+}
+
+void ClientConn::put(Exchange &ex, std::span<const std::byte> bytes)
+{
 	if (ex.flushed) {
 		conn_.send(bytes);
-		return conn_.queued() < cfg_.send_limit;
+		return;
 	}
 	ex.held.insert(ex.held.end(), bytes.begin(), bytes.end());
 	held_total_ += bytes.size();
-	return held_total_ < cfg_.hold_budget;
+}
+
+void ClientConn::put_error(Exchange &ex, unsigned status, const std::string &why)
+{
+	std::string r = error_response(status, why);
+	put(ex, std::as_bytes(std::span(r)));
+	ex.emitted = true;
+	ex.status = status;
+	ex.close_after = true;
+	stop_reading_ = true;
+}
+
+// A request may go to a backend: a body's first bytes have been checked,
+// or the client waits for a 100 Continue before it sends them.
+bool ClientConn::ready(const Exchange &ex) const
+{
+	return !ex.has_body || ex.body_checked || ex.request_done || ex.expect_continue;
 }
 
 void ClientConn::response_done(Exchange &ex)
@@ -329,14 +360,7 @@ void ClientConn::response_failed(Exchange &ex, unsigned status, const std::strin
 		ex.close_after = true;
 	}
 	if (!ex.emitted) {
-		std::string r = error_response(status, why);
-		ex.held.assign(reinterpret_cast<const std::byte *>(r.data()),
-			       reinterpret_cast<const std::byte *>(r.data()) + r.size());
-		held_total_ += r.size();
-		ex.emitted = true;
-		ex.status = status;
-		ex.close_after = true;
-		stop_reading_ = true;
+		put_error(ex, status, why);
 	} else {
 		// Part of a response went out: the client can only see it end.
 		ex.close_after = true;
@@ -355,15 +379,11 @@ void ClientConn::local_response(unsigned status, const std::string &why)
 	ex->close_after = true;
 	ex->request_done = true;
 	ex->started = agent_.now();
-	std::string r = error_response(status, why);
-	ex->held.assign(reinterpret_cast<const std::byte *>(r.data()),
-			reinterpret_cast<const std::byte *>(r.data()) + r.size());
-	held_total_ += r.size();
-	ex->emitted = true;
+	Exchange &e = *ex;
+	exchanges_.push_back(std::move(ex));
+	put_error(e, status, why);
 	stats_.local_errors++;
 	log(LogLevel::info, "{}: {} {}", peer_, status, why);
-	exchanges_.push_back(std::move(ex));
-	stop_reading_ = true;
 }
 
 void ClientConn::pump()
@@ -409,7 +429,7 @@ void ClientConn::pump()
 	for (auto &e : exchanges_) {
 		Exchange &ex = *e;
 		if (ex.state == Exchange::State::parsed) {
-			if (!ex.safe && !first)
+			if (!ex.safe && (!first || !ready(ex)))
 				break;
 			pool_.submit(&ex);
 			if (closing_)

@@ -337,8 +337,10 @@ void MessageReader::start_message()
 
 bool MessageReader::until_eof() const
 {
-	return kind_ == Kind::response && phase_ == Phase::body && !head_.chunked &&
-	       !head_.content_length && !no_body_;
+	// RFC 9112 6.3: no length, and a status that may have a body.
+	unsigned st = head_.status;
+	return kind_ == Kind::response && phase_ == Phase::body && !completed_ && !no_body_ &&
+	       !head_.chunked && !head_.content_length && st >= 200 && st != 204 && st != 304;
 }
 
 int MessageReader::on_url(http_parser *p, const char *at, std::size_t n)

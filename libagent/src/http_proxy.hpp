@@ -41,6 +41,11 @@ struct Exchange {
 	bool has_body = false;
 	bool request_done = false; // every byte of the request was read
 	std::string request_head;  // as sent to the backend
+	// A body's first bytes, checked before the request goes anywhere (so
+	// a bad first chunk reaches no backend); sent after the head.
+	std::vector<std::byte> early_body;
+	bool body_checked = false;
+	bool expect_continue = false; // the client waits for 100 before its body
 	BackendConn *backend = nullptr;
 	bool emitted = false;      // a response byte went to the client or to held
 	bool flushed = false;      // it is due: held went out, the rest streams
@@ -185,6 +190,10 @@ private:
 	void request_complete();
 	void pump();
 	void local_response(unsigned status, const std::string &why);
+	// Bytes of ex's response: to the client if it is due, else held.
+	void put(Exchange &ex, std::span<const std::byte> bytes);
+	void put_error(Exchange &ex, unsigned status, const std::string &why);
+	bool ready(const Exchange &ex) const;
 	void finish(bool failed, bool reset, const char *why);
 	void update_watch();
 	void update_timers();

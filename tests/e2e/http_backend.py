@@ -63,7 +63,7 @@ class Reader:
             n -= k
 
 
-def read_request(rd, conn_id):
+def read_request(rd, conn_id, on_continue=None):
     line = rd.line()
     while line == b"":
         line = rd.line()
@@ -77,6 +77,9 @@ def read_request(rd, conn_id):
         headers.append((n, v.strip()))
     h = hashlib.sha256()
     total = 0
+    if on_continue and any(n.lower() == "expect" and v.lower() == "100-continue"
+                           for n, v in headers):
+        on_continue()
     te = [v for n, v in headers if n.lower() == "transfer-encoding"]
     cl = [v for n, v in headers if n.lower() == "content-length"]
     if te:
@@ -120,6 +123,7 @@ class Backend:
         self.inflight = 0
         self.max_inflight = 0
         self.conns = 0
+        self.events = []        # ("arrive" | "done", path) in order
         self.arrivals = []      # reverse mode: requests waiting, in arrival order
         self.release = []       # ... the order they answer in
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -151,9 +155,10 @@ class Backend:
         rd = Reader(c)
         try:
             while True:
-                req = read_request(rd, cid)
+                req = read_request(rd, cid, lambda: c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n"))
                 with self.lock:
                     self.requests.append(req)
+                    self.events.append(("arrive", req.path))
                     self.inflight += 1
                     self.max_inflight = max(self.max_inflight, self.inflight)
                 try:
@@ -161,8 +166,9 @@ class Backend:
                 finally:
                     with self.lock:
                         self.inflight -= 1
+                        self.events.append(("done", req.path))
                         self.lock.notify_all()
-                if (req.header("connection") or "").lower() == "close":
+                if (req.header("connection") or "").lower() == "close" or req.path == "/close":
                     break
         except (EOFError, OSError, ValueError):
             pass
@@ -194,6 +200,7 @@ class Backend:
 
     def _done_turn(self, req):
         with self.lock:
+            self.events.append(("sent", req.path))
             if self.release and self.release[0] is req:
                 self.release.pop(0)
             self.lock.notify_all()
@@ -209,6 +216,17 @@ class Backend:
             return
         if self.delay:
             time.sleep(self.delay)
+        if req.path.startswith("/delay/"):
+            time.sleep(int(req.path.split("/")[2]) / 1000.0)
+        if req.path in ("/status/204", "/status/304"):
+            c.sendall(b"HTTP/1.1 %s\r\nETag: \"x\"\r\n\r\n"
+                      % (b"204 No Content" if req.path.endswith("204") else b"304 Not Modified"))
+            return
+        if req.path == "/close":
+            body = b"closing\n"
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                      % (len(body), body))
+            return
         if req.path.startswith("/blob/"):
             n = int(req.path.split("/")[2])
             head = ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
