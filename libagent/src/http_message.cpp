@@ -258,12 +258,19 @@ bool ChunkChecker::framing(std::span<const std::byte> bytes)
 					trailers_.reset(false);
 				} else {
 					state_ = State::data;
+					data_seen_ = false;
 				}
 			}
 			break;
 		case State::data:
-			error_ = "chunk framing where data was due";
-			return false;
+			// The parser reports a chunk's data in as many pieces as
+			// the input came in; framing after it means it is over.
+			if (!data_seen_) {
+				error_ = "chunk framing where data was due";
+				return false;
+			}
+			state_ = State::data_crlf;
+			[[fallthrough]];
 		case State::data_crlf:
 			line_.push_back(static_cast<char>(c));
 			if (line_.size() == 2) {
@@ -301,7 +308,7 @@ bool ChunkChecker::data()
 		error_ = "chunk data where framing was due";
 		return false;
 	}
-	state_ = State::data_crlf;
+	data_seen_ = true;
 	return true;
 }
 

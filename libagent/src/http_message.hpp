@@ -81,6 +81,7 @@ private:
 	State state_ = State::size_line;
 	std::string line_;
 	bool zero_ = false;
+	bool data_seen_ = false;
 	LineChecker trailers_;
 	const char *error_ = nullptr;
 };
