@@ -4,6 +4,9 @@
 #include "agent/log.hpp"
 #include "http_proxy.hpp"
 
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <cassert>
 #include <climits>
 #include <cstring>
@@ -69,6 +72,8 @@ void Pool::start_on(unsigned i, Exchange *ex)
 			ex->client->response_failed(*ex, 502, "no socket for the backend");
 			return;
 		}
+		int one = 1; // the head and a body go out in separate sends
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		auto owned = std::make_unique<BackendConn>(*this, i, b.name, fd);
 		c = owned.get();
 		conns_.emplace(c, std::move(owned));

@@ -4,6 +4,7 @@
 #include "http_proxy.hpp"
 
 #include <arpa/inet.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cassert>
@@ -60,6 +61,10 @@ ClientConn::ClientConn(Agent &agent, const HttpConfig &cfg, HttpStats &stats, Po
 	  conn_(agent, *this, fd, true), peer_ip_(ip_of(fd)), peer_(peer_address(fd)),
 	  reader_(MessageReader::Kind::request, cfg.max_header, cfg.max_body)
 {
+	// A response's head and body go out in separate sends: Nagle would
+	// hold the second for the client's delayed ACK (40 ms a request).
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 ClientConn::~ClientConn()
