@@ -43,6 +43,7 @@ def start_proxy(env, backends, *flags):
                 continue
             raise
         p.port = port
+        counters(p)  # the loop runs (its signalfd is open): the baseline is now
         p.base = descriptors(p.pid)
         return p
     raise TestFailure("agentproxy http did not start")
