@@ -204,8 +204,13 @@ void BackendConn::conn_connected(Conn &)
 
 void BackendConn::conn_sent(Conn &)
 {
-	if (ex_ && ex_->client)
-		ex_->client->kick();
+	if (!ex_)
+		return;
+	// The backend takes the request's bytes: a long upload is progress,
+	// and the response timeout counts from the last of it.
+	if (!got_final_head_)
+		timer_.arm(pool_.agent.timers(), pool_.cfg.backend_timeout);
+	ex_->client->kick();
 }
 
 void BackendConn::conn_failed(Conn &, int err)

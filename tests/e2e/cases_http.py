@@ -363,6 +363,64 @@ def t_barrier(mkenv):
     return "events %s; idle CPU %.2f s" % (" ".join("%s%s" % (k[0], v) for k, v in ev), cpu)
 
 
+def t_hold_budget(mkenv):
+    """A slow first response and a 64 MiB second one behind it: the second
+    is held only up to --hold-budget, then its backend connection is not
+    read (the proxy does not grow by the 64 MiB), and both arrive whole and
+    in order."""
+    env = mkenv()
+    b = backend(env)
+    p = start_proxy(env, [b.port], "--hold-budget", "256K")
+    rss0 = p.rss_kib()
+    size = 64 * MiB
+    s = env.connect(p.port, timeout=60)
+    s.sendall(get("/delay/3000")[0] + get("/blob/%d" % size)[0])
+    time.sleep(2.0)  # the blob's backend has long sent what it could
+    grown = (p.rss_kib() - rss0) // 1024
+    c = counters(p)
+    check(grown < 24, "the proxy grew by %d MiB while the 64 MiB response waited" % grown)
+    rd = Responses(s)
+    r1 = rd.read()
+    r2 = rd.read()
+    want = hashlib.sha256()
+    for piece in blob_bytes(size):
+        want.update(piece)
+    check(r1["body"].startswith(b"GET /delay/3000"), "first response: %r" % r1["body"][:40])
+    check(r2["len"] == size and r2["sha"] == want.hexdigest(), "the held response changed")
+    check(stat(c, "pauses") > 0, "no backend read was paused: %s" % c["line"])
+    s.close()
+    cpu = finish(p)
+    return "grew %d MiB while 64 MiB waited; idle CPU %.2f s" % (grown, cpu)
+
+
+def t_pool_replaced(mkenv):
+    """The backend closes the pooled keep-alive connections: the next
+    requests go out on new ones, and none fails; with two backends, the
+    requests spread over both (least outstanding first)."""
+    env = mkenv()
+    b1 = backend(env, mode="delay", delay_ms=200)
+    b2 = backend(env, mode="delay", delay_ms=200)
+    p = start_proxy(env, [b1.port, b2.port])
+    s, out = pipeline(env, p.port, [get("/a%d" % i) for i in range(8)])
+    check([r["status"] for r in out] == [200] * 8, "first batch failed")
+    check(b1.max_inflight == 4 and b2.max_inflight == 4,
+          "not spread over both backends: %d and %d at once" % (b1.max_inflight,
+                                                               b2.max_inflight))
+    before = b1.conns + b2.conns
+    b1.drop_connections()
+    b2.drop_connections()
+    time.sleep(0.3)
+    s2, out2 = pipeline(env, p.port, [get("/b%d" % i) for i in range(8)])
+    check([r["status"] for r in out2] == [200] * 8, "after the backends closed: %r" %
+          [r["status"] for r in out2])
+    check(b1.conns + b2.conns > before, "no new backend connection was opened")
+    s.close()
+    s2.close()
+    cpu = finish(p)
+    return "%d then %d backend connections; idle CPU %.2f s" % (before, b1.conns + b2.conns,
+                                                                 cpu)
+
+
 def t_nginx(mkenv):
     """nginx as the backend: curl, a pipelined batch, HEAD, a 304 to a
     conditional GET, keep-alive reuse, and the bytes of a 4 MiB file."""
@@ -721,6 +779,9 @@ def tests():
         ("http: pipelined GETs answered in reverse come back in order", t_reverse_order, 60),
         ("http: 16 pipelined GETs at the backend at once, pool reused", t_delay_depth16, 60),
         ("http: a POST is a barrier", t_barrier, 60),
+        ("http: early responses held within --hold-budget, then not read", t_hold_budget, 90),
+        ("http: pooled connections the backend closed are replaced; two backends",
+         t_pool_replaced, 60),
         ("http: nginx backend, curl, HEAD, 304, keep-alive", t_nginx, 90),
         ("http: 204, 304, 100-continue, Connection: close", t_statuses, 60),
         ("http: 256 MiB chunked upload and download byte-identical", t_big_chunked, 300),

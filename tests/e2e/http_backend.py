@@ -247,6 +247,18 @@ class Backend:
                "Connection: keep-alive\r\n\r\n" % (len(body), extra)
         c.sendall(head.encode() + (b"" if req.method == "HEAD" else body))
 
+    def drop_connections(self):
+        """Closes every connection it has accepted (keep-alive ones the
+        proxy holds idle in its pool)."""
+        with self.lock:
+            socks, self.open_socks = self.open_socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
     def close(self):
         self.closed = True
         try:
