@@ -421,6 +421,59 @@ def t_pool_replaced(mkenv):
                                                                  cpu)
 
 
+def t_resets(mkenv):
+    """Clients that reset with requests at the backend, a client that stops
+    reading a large response, and a backend that resets mid-response: all
+    released, and a good client beside them is served."""
+    import struct
+    env = mkenv()
+    b = backend(env, mode="delay", delay_ms=300)
+    p = start_proxy(env, [b.port], "--idle-timeout", "2")
+    for i in range(50):
+        s = env.connect(p.port)
+        s.sendall(b"".join(get("/x%d" % k)[0] for k in range(8)) + get("/blob/%d" % MiB)[0])
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if i % 2:
+            time.sleep(0.01)
+        s.close()
+    # Stops reading a 32 MiB response: its connection ends by the idle timeout.
+    stall = env.connect(p.port)
+    stall.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stall.sendall(get("/blob/%d" % (32 * MiB))[0])
+    # A backend that resets in the middle of a response.
+
+    def cut(c, results):
+        c.recv(65536)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+        time.sleep(0.2)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+    tgt = env.target(cut)
+    p2 = start_proxy(env, [tgt.port])
+    s = env.connect(p2.port, timeout=10)
+    s.sendall(get("/")[0])
+    got = b""
+    end = "eof"
+    try:
+        while True:
+            k = s.recv(65536)
+            if not k:
+                break
+            got += k
+    except ConnectionResetError:
+        end = "reset"
+    check(got.startswith(b"HTTP/1.1 200") and len(got) < 100000,
+          "a cut response was not cut: %d bytes, %s" % (len(got), end))
+    s.close()
+    s, out = pipeline(env, p.port, [get("/good%d" % i) for i in range(4)])
+    check([r["status"] for r in out] == [200] * 4, "the good client beside them failed")
+    s.close()
+    time.sleep(2.5)  # the stalled client's idle timeout
+    stall.close()
+    cpus = [finish(x) for x in (p, p2)]
+    return "idle CPU %.2f, %.2f s" % tuple(cpus)
+
+
 def t_nginx(mkenv):
     """nginx as the backend: curl, a pipelined batch, HEAD, a 304 to a
     conditional GET, keep-alive reuse, and the bytes of a 4 MiB file."""
@@ -782,6 +835,8 @@ def tests():
         ("http: early responses held within --hold-budget, then not read", t_hold_budget, 90),
         ("http: pooled connections the backend closed are replaced; two backends",
          t_pool_replaced, 60),
+        ("http: resets with requests in flight, a stalled reader, a cut response",
+         t_resets, 90),
         ("http: nginx backend, curl, HEAD, 304, keep-alive", t_nginx, 90),
         ("http: 204, 304, 100-continue, Connection: close", t_statuses, 60),
         ("http: 256 MiB chunked upload and download byte-identical", t_big_chunked, 300),
