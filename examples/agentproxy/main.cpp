@@ -201,6 +201,7 @@ void add_http_options(CLI::App *sub, HttpOptions &o)
 	sub->add_option("--max-body-size", o.max_body,
 			"bytes of a request body; larger bodies get 413")
 		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(1), std::size_t(1) << 50))
 		->capture_default_str();
 	sub->add_option("--max-pipeline", o.max_pipeline,
 			"requests of one client in flight at once; more wait unread")

@@ -503,12 +503,21 @@ void ClientConn::on_idle_timeout()
 {
 	if (closing_)
 		return;
-	// Requests still at backends: their own timeout decides.
-	for (auto &e : exchanges_)
-		if (e->state != Exchange::State::finished && conn_.queued() == 0) {
-			idle_timer_.arm(agent_.timers(), cfg_.idle_timeout);
-			return;
-		}
+	// Requests waiting for a response head: the backend timeout decides.
+	// A response that has begun and moved nothing since is not waited for.
+	bool waiting_heads = false, stalled = false;
+	for (auto &e : exchanges_) {
+		if (e->state == Exchange::State::finished)
+			continue;
+		if (e->emitted)
+			stalled = true;
+		else
+			waiting_heads = true;
+	}
+	if (waiting_heads && !stalled && conn_.queued() == 0) {
+		idle_timer_.arm(agent_.timers(), cfg_.idle_timeout);
+		return;
+	}
 	stats_.timeouts++;
 	finish(true, conn_.queued() > 0, "idle timeout");
 }
