@@ -8,7 +8,7 @@ the backend), in the same run. Prints and writes requests per second of the
 one client connection and the p99 latency per contender and depth.
 
   python3 bench/http_bench.py [--build build] [--seconds 5] [--depths 1,4,16]
-      [--delay-ms 10] [--out build/bench]"""
+      [--delay-ms 10] [--events uring|bpf] [--out build/bench]"""
 
 import argparse
 import json
@@ -149,13 +149,13 @@ backend be
 """
 
 
-def start(kind, build, backend_port, tmp):
+def start(kind, build, backend_port, tmp, events="uring"):
     port = free_port()
     log = open(os.path.join(tmp, kind + ".log"), "wb")
     if kind == "agentproxy":
         argv = [os.path.join(build, "agentproxy"), "http", "--listen", "%s:%d" % (HOST, port),
                 "--backend", "%s:%d" % (HOST, backend_port), "--pool", "32", "--events",
-                "uring", "-q"]
+                events, "-q"]
     elif kind == "nginx":
         d = os.path.join(tmp, "nginx")
         os.makedirs(d, exist_ok=True)
@@ -184,6 +184,7 @@ def main():
     ap.add_argument("--delay-ms", type=float, default=10)
     ap.add_argument("--contenders", default="agentproxy,nginx,haproxy")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--events", default="uring", help="agentproxy's event source")
     a = ap.parse_args()
     depths = [int(x) for x in a.depths.split(",")]
     out = a.out or os.path.join(a.build, "bench")
@@ -196,7 +197,7 @@ def main():
                 not os.path.exists("/usr/sbin/" + kind):
             print("# %s: not installed, skipped" % kind)
             continue
-        p, port = start(kind, a.build, backend.port, tmp)
+        p, port = start(kind, a.build, backend.port, tmp, a.events)
         try:
             run_client(port, 1, 0.3)  # warm the pool
             for d in depths:
