@@ -224,7 +224,33 @@ def main():
         f.write(md)
     with open(os.path.join(out, "http.json"), "w") as f:
         json.dump(results, f, indent=1)
+    plot(results, depths, os.path.join(out, "http.png"))
     print(md)
+
+
+def plot(results, depths, path):
+    """Requests per second per contender and depth, if matplotlib is there."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("# matplotlib missing: no plot")
+        return
+    kinds = list(dict.fromkeys(r["contender"] for r in results))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(kinds), 1)
+    for i, kind in enumerate(kinds):
+        row = {r["depth"]: r["rps"] for r in results if r["contender"] == kind}
+        ax.bar([j + i * width for j in range(len(depths))], [row.get(d, 0) for d in depths],
+               width, label=kind)
+    ax.set_xticks([j + width * (len(kinds) - 1) / 2 for j in range(len(depths))])
+    ax.set_xticklabels(["depth %d" % d for d in depths])
+    ax.set_ylabel("requests/s, one client connection")
+    ax.set_title("pipelined GETs, backend answers after 10 ms")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 if __name__ == "__main__":

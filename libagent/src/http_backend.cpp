@@ -67,8 +67,7 @@ void Pool::start_on(unsigned i, Exchange *ex)
 		if (fd < 0) {
 			log(LogLevel::warn, "backend {}: socket: {}", b.name, strerror(-fd));
 			ex->state = Exchange::State::at_backend;
-			// Told from a completion-free path: the client treats it as a
-			// failed exchange on its next pass.
+			// The client is inside its own pass (kick() makes it another).
 			ex->client->response_failed(*ex, 502, "no socket for the backend");
 			return;
 		}
