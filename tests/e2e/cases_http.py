@@ -221,6 +221,76 @@ def t_resets(mkenv):
     return "idle CPU %.2f, %.2f s" % tuple(cpus)
 
 
+def t_mixed(mkenv):
+    """Twenty clients at once, each pipelining forty requests of every kind
+    (GET, HEAD, OPTIONS, POST with a Content-Length or a chunked body, random
+    backend delays, a fixed seed): every response is the right one, in
+    order, and bodies arrive whole."""
+    import random
+    import threading
+    env = mkenv()
+    b = backend(env)
+    p = start_proxy(env, [b.port], "--pool", "16")
+    errors = []
+
+    def client(seed):
+        rnd = random.Random(seed)
+        reqs, want = [], []
+        for i in range(40):
+            path = "/delay/%d/c%di%d" % (rnd.choice([0, 0, 5, 20, 50]), seed, i)
+            kind = rnd.choice(["GET", "GET", "HEAD", "OPTIONS", "POST", "CHUNKED"])
+            if kind in ("GET", "HEAD", "OPTIONS"):
+                reqs.append(("%s %s HTTP/1.1\r\nHost: m\r\n\r\n" % (kind, path)).encode())
+                want.append((kind, path, 0))
+            else:
+                body = os.urandom(rnd.randrange(0, 200000))
+                if kind == "POST":
+                    raw = ("POST %s HTTP/1.1\r\nHost: m\r\nContent-Length: %d\r\n\r\n"
+                           % (path, len(body))).encode() + body
+                else:
+                    raw = ("POST %s HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           % path).encode()
+                    for k in range(0, len(body), 7000):
+                        piece = body[k:k + 7000]
+                        raw += b"%x\r\n" % len(piece) + piece + b"\r\n"
+                    raw += b"0\r\n\r\n"
+                reqs.append(raw)
+                want.append(("POST", path, len(body)))
+        try:
+            s = socket.create_connection((HOST, p.port), timeout=30)
+            env.track(s)
+            threading.Thread(target=s.sendall, args=(b"".join(reqs),), daemon=True).start()
+            rd = Responses(s)
+            for method, path, n in want:
+                r = rd.read(method)
+                if method == "HEAD":
+                    if r["status"] != 200 or r["body"]:
+                        errors.append("%s %s: %d" % (method, path, r["status"]))
+                    continue
+                words = r["body"].split()
+                if r["status"] != 200 or words[:3] != [method.encode(), path.encode(),
+                                                       str(n).encode()]:
+                    errors.append("%s %s: got %d %r" % (method, path, r["status"],
+                                                        r["body"][:60]))
+                    return
+            s.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append("client %d: %s" % (seed, e))
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    check(not errors, "%d wrong: %s" % (len(errors), "; ".join(errors[:5])))
+    c = counters(p)
+    opened = int(re.search(r"backend opened (\d+)", c["line"]).group(1))
+    check(opened <= 16 + int(re.search(r"dropped (\d+)", c["line"]).group(1)),
+          "more backend connections than --pool 16 (less those dropped): %s" % c["line"])
+    cpu = finish(p)
+    return "800 requests in order; %s; idle CPU %.2f s" % (c["line"][c["line"].index("requests"):
+                                                              c["line"].index("timeouts")], cpu)
+
+
 def t_nginx(mkenv):
     """nginx as the backend: curl, a pipelined batch, HEAD, a 304 to a
     conditional GET, keep-alive reuse, and the bytes of a 4 MiB file."""
@@ -582,6 +652,7 @@ def tests():
         ("http: early responses held within --hold-budget, then not read", t_hold_budget, 90),
         ("http: pooled connections the backend closed are replaced; two backends",
          t_pool_replaced, 60),
+        ("http: 20 clients pipelining every kind of request, all in order", t_mixed, 180),
         ("http: resets with requests in flight, a stalled reader, a cut response",
          t_resets, 90),
         ("http: nginx backend, curl, HEAD, 304, keep-alive", t_nginx, 90),
