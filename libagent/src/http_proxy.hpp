@@ -222,7 +222,6 @@ private:
 	bool closing_ = false, closed_ = false;
 	bool in_work_ = false, again_ = false;
 	bool reported_ = false;
-	unsigned parallel_ = 0;
 	Timer idle_timer_{[this] { on_idle_timeout(); }};
 	Timer header_timer_{[this] { on_header_timeout(); }};
 };
