@@ -19,7 +19,7 @@ PKGS     := liburing libbpf fmt libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CXXFLAGS += $(CXXSTD) $(WARN) $(OPT) $(DEPFLAGS) -fPIC -Ilibagent/include -Iinclude -I$(BUILD)/gen $(PKG_CFLAGS)
-LDLIBS   += $(PKG_LIBS) -lpthread
+LDLIBS   += $(PKG_LIBS) -lhttp_parser -lpthread
 
 PREFIX   ?= /usr/local
 LIBDIR   ?= $(PREFIX)/lib

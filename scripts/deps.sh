@@ -21,6 +21,7 @@ if [ ! -e "$BPO" ] && [ -e /etc/apt/sources.list.d/debian.sources ]; then
 fi
 
 MAIN_PKGS=(build-essential pkg-config liburing-dev libfmt-dev libcli11-dev libssl-dev
+	libhttp-parser-dev nginx curl
 	clang llvm libclang-rt-14-dev libelf-dev zlib1g-dev
 	iperf3 haproxy socat iproute2 procps psmisc python3 python3-matplotlib
 	qemu-system-x86 busybox-static cpio kmod dwarves sparse xz-utils zstd nftables)

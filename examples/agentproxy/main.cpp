@@ -2,6 +2,8 @@
 // agentproxy: carries each client TCP stream over N TCP streams.
 //   agentproxy stripe --listen A:P --peer JOIN:P [--streams N] ...
 //   agentproxy join   --listen A:P --target SERVER:P ...
+//   agentproxy http   --listen A:P --backend SERVER:P [--backend ...] ...
+#include "agent/http.hpp"
 #include "agent/log.hpp"
 #include "agent/privilege.hpp"
 #include "agent/proxy.hpp"
@@ -152,6 +154,225 @@ void add_common(CLI::App *sub, Options &o)
 	sub->add_flag("-q,--quiet", o.quiet, "log errors only");
 }
 
+// ---- http: pipelined requests over pooled backend connections -------------------
+
+struct HttpOptions {
+	std::string listen, events = "auto", user;
+	std::vector<std::string> backends;
+	unsigned pool = 32;
+	std::size_t hold_budget = 1u << 20;
+	std::size_t send_buffer = 1u << 20;
+	std::size_t max_header = 32 * 1024;
+	std::size_t max_body = std::size_t(1) << 30;
+	unsigned max_pipeline = 64;
+	unsigned max_clients = 4096;
+	unsigned header_ms = 10000, idle_s = 60, backend_ms = 30000, connect_ms = 5000;
+	unsigned pool_idle_s = 30, linger_ms = 5000;
+	unsigned buffers = 512;
+	std::size_t buffer_size = 64 * 1024;
+	unsigned stats_interval = 0;
+	bool verbose = false, quiet = false;
+};
+
+void add_http_options(CLI::App *sub, HttpOptions &o)
+{
+	sub->add_option("--listen", o.listen, "address to accept clients on, HOST:PORT")->required();
+	sub->add_option("--backend", o.backends,
+			"an HTTP/1.1 server, HOST:PORT; repeat for several (each request goes to "
+			"the one with the fewest outstanding)")
+		->required();
+	sub->add_option("--pool", o.pool, "keep-alive connections per backend, busy or idle")
+		->check(CLI::Range(1u, 65536u))
+		->capture_default_str();
+	sub->add_option("--events", o.events,
+			"event source of the client sockets: auto (kmod if /dev/agentfilt exists, "
+			"else bpf if it loads, else uring), uring, kmod or bpf")
+		->check(CLI::IsMember({"auto", "uring", "kmod", "bpf"}))
+		->capture_default_str();
+	sub->add_option("--hold-budget", o.hold_budget,
+			"response bytes held per client while earlier responses are due; past "
+			"it their backend connections are not read (suffixes K, M, G)")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(4096), std::size_t(1) << 32))
+		->capture_default_str();
+	sub->add_option("--send-buffer", o.send_buffer,
+			"bytes queued towards one socket before the other side stops being read")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(16 * 1024), std::size_t(1) << 30))
+		->capture_default_str();
+	sub->add_option("--max-header-size", o.max_header,
+			"bytes of a request line and fields; larger heads get 431")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(256), std::size_t(1) << 20))
+		->capture_default_str();
+	sub->add_option("--max-body-size", o.max_body,
+			"bytes of a request body; larger bodies get 413")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(1), std::size_t(1) << 50))
+		->capture_default_str();
+	sub->add_option("--max-pipeline", o.max_pipeline,
+			"requests of one client in flight at once; more wait unread")
+		->check(CLI::Range(1u, 4096u))
+		->capture_default_str();
+	sub->add_option("--max-clients", o.max_clients, "client connections open at once")
+		->check(CLI::Range(1u, 1000000u))
+		->capture_default_str();
+	sub->add_option("--header-timeout", o.header_ms,
+			"ms from a request head's first byte to its end (slow heads get 408)")
+		->check(CLI::Range(100u, 600000u))
+		->capture_default_str();
+	sub->add_option("--idle-timeout", o.idle_s,
+			"seconds a client connection may stay idle between requests")
+		->check(CLI::Range(1u, 86400u))
+		->capture_default_str();
+	sub->add_option("--backend-timeout", o.backend_ms,
+			"ms for a backend to send a response head (then 504)")
+		->check(CLI::Range(100u, 3600000u))
+		->capture_default_str();
+	sub->add_option("--connect-timeout", o.connect_ms,
+			"ms for a backend connect to complete (then 504); 0: the kernel's")
+		->check(CLI::Range(0u, 600000u))
+		->capture_default_str();
+	sub->add_option("--pool-idle-timeout", o.pool_idle_s,
+			"seconds an idle pooled backend connection is kept")
+		->check(CLI::Range(1u, 86400u))
+		->capture_default_str();
+	sub->add_option("--linger-timeout", o.linger_ms,
+			"ms a closing client connection may take to flush before it is reset")
+		->check(CLI::Range(1u, 600000u))
+		->capture_default_str();
+	sub->add_option("--buffers", o.buffers, "provided receive buffers (power of two)")
+		->check(CLI::IsMember({64u, 128u, 256u, 512u, 1024u, 2048u, 4096u, 8192u}))
+		->capture_default_str();
+	sub->add_option("--buffer-size", o.buffer_size, "bytes per receive buffer")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(4096), std::size_t(1) << 20))
+		->capture_default_str();
+	sub->add_option("--stats-interval", o.stats_interval,
+			"print the counters every N seconds (0: only on exit and SIGUSR1)")
+		->capture_default_str();
+	sub->add_option("--user", o.user,
+			"after setup (event source loaded, port bound) switch to this user "
+			"for good");
+	sub->add_flag("-v,--verbose", o.verbose, "log every request (an access log line each)");
+	sub->add_flag("-q,--quiet", o.quiet, "log errors only");
+}
+
+void print_http_counters(const HttpStats &s, Agent &agent)
+{
+	EventSource &ev = agent.events();
+	EventCounters c = ev.counters();
+	std::string out = fmt::format(
+		"stats[http]: sessions opened {} done {} failed {} active {}; refused full {}; "
+		"requests {} responses {} local errors {} bad gateway {} gateway timeouts {}; "
+		"timeouts {}; backend opened {} reused {} dropped {} retries {}; pool open {} "
+		"idle {}; held pauses {}; max parallel {}\n"
+		"events[{}]: data_ready {} state_change {} write_space {} error_report {}; "
+		"passed {} filtered {} coalesced {}; completions {} bytes {} overflows {}\n",
+		s.clients_opened, s.clients_done, s.clients_failed, s.clients_active, s.refused_full,
+		s.requests, s.responses, s.local_errors, s.bad_gateway, s.gateway_timeouts,
+		s.timeouts, s.backend_opened, s.backend_reused, s.backend_dropped, s.retries,
+		s.pool_open, s.pool_idle, s.held_pauses, s.max_parallel, ev.name(), c.data_ready,
+		c.state_change, c.write_space, c.error_report, c.passed, c.filtered, c.coalesced,
+		c.completions, c.bytes, c.overflows);
+	std::fwrite(out.data(), 1, out.size(), stdout);
+	std::fflush(stdout);
+}
+
+int run_http(const HttpOptions &o)
+{
+	set_log_name("agentproxy[http]");
+	set_log_level(o.verbose ? LogLevel::debug : o.quiet ? LogLevel::error : LogLevel::info);
+	auto usage_error = [](const std::string &msg) {
+		std::fprintf(stderr, "agentproxy http: %s\nRun 'agentproxy http --help' for usage.\n",
+			     msg.c_str());
+		return 2;
+	};
+	std::string err;
+	auto listen = parse_address(o.listen, &err);
+	if (!listen)
+		return usage_error("--listen: " + err);
+	HttpConfig cfg;
+	for (const std::string &b : o.backends) {
+		auto a = parse_address(b, &err);
+		if (!a)
+			return usage_error("--backend " + b + ": " + err);
+		cfg.backends.push_back(*a);
+	}
+	cfg.pool = o.pool;
+	cfg.hold_budget = o.hold_budget;
+	cfg.send_limit = o.send_buffer;
+	cfg.max_header = o.max_header;
+	cfg.max_body = o.max_body;
+	cfg.max_pipeline = o.max_pipeline;
+	cfg.max_clients = o.max_clients;
+	cfg.header_timeout = std::chrono::milliseconds(o.header_ms);
+	cfg.idle_timeout = std::chrono::seconds(o.idle_s);
+	cfg.backend_timeout = std::chrono::milliseconds(o.backend_ms);
+	cfg.connect_timeout = std::chrono::milliseconds(o.connect_ms);
+	cfg.pool_idle_timeout = std::chrono::seconds(o.pool_idle_s);
+	cfg.linger_timeout = std::chrono::milliseconds(o.linger_ms);
+	cfg.access_log = o.verbose;
+	if (std::string e = validate(cfg); !e.empty())
+		return usage_error(e);
+
+	// A client holds its socket and, per request in flight, a backend
+	// connection of the pool (shared): the pool and the clients must fit.
+	std::uint64_t fds = raise_fd_limit();
+	std::uint64_t pool_fds = std::uint64_t(cfg.pool) * cfg.backends.size();
+	std::uint64_t spare = fds > kReservedFds + pool_fds ? fds - kReservedFds - pool_fds : 1;
+	if (spare < cfg.max_clients) {
+		log(LogLevel::warn, "--max-clients {} lowered to {}: {} descriptors (RLIMIT_NOFILE) "
+				    "less a pool of {}", cfg.max_clients, spare, fds, pool_fds);
+		cfg.max_clients = static_cast<unsigned>(spare);
+	}
+
+	AgentOptions ao;
+	parse_event_kind(o.events, ao.events);
+	ao.buffer_count = o.buffers;
+	ao.buffer_size = o.buffer_size;
+	auto agent = Agent::create(ao, &err);
+	if (!agent) {
+		std::fprintf(stderr, "agentproxy http: --events %s: %s\n", o.events.c_str(),
+			     err.c_str());
+		return 1;
+	}
+	int lfd = listen_tcp(*listen);
+	if (lfd < 0) {
+		std::fprintf(stderr, "agentproxy http: cannot listen on %s: %s\n",
+			     listen->str().c_str(), strerror(-lfd));
+		return 1;
+	}
+	if (!o.user.empty() && !drop_privileges(o.user, &err)) {
+		std::fprintf(stderr, "agentproxy http: --user %s: %s\n", o.user.c_str(), err.c_str());
+		return 1;
+	}
+	std::optional<HttpServer> srv;
+	srv.emplace(*agent, cfg, lfd);
+	std::string names;
+	for (const Address &a : cfg.backends)
+		names += (names.empty() ? "" : ", ") + a.str();
+	std::printf("events: %s\n", std::string(agent->events().name()).c_str());
+	std::printf("http: listening on %s, backends %s, pool %u each\n", local_address(lfd).c_str(),
+		    names.c_str(), cfg.pool);
+	std::printf("limits: %llu descriptors; --max-clients %u\n",
+		    static_cast<unsigned long long>(fds), cfg.max_clients);
+	std::fflush(stdout);
+	agent->on_report([&] { print_http_counters(srv->stats(), *agent); });
+	if (o.stats_interval > 0) {
+		auto next = Agent::Clock::now() + std::chrono::seconds(o.stats_interval);
+		agent->on_tick([&, next](Agent::Clock::time_point now) mutable {
+			if (now < next)
+				return;
+			next = now + std::chrono::seconds(o.stats_interval);
+			print_http_counters(srv->stats(), *agent);
+		});
+	}
+	agent->run();
+	print_http_counters(srv->stats(), *agent);
+	return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv)
@@ -182,11 +403,17 @@ int main(int argc, char **argv)
 		->capture_default_str();
 	join->add_option("--target", o.target, "the server to connect each session to, HOST:PORT")
 		->required();
+	HttpOptions ho;
+	auto *http = app.add_subcommand(
+		"http", "an HTTP/1.1 reverse proxy: one client connection's pipelined requests go "
+			"out at once on several pooled backend connections, responses come back "
+			"in request order");
+	add_http_options(http, ho);
 
 	try {
 		app.parse(argc, argv);
 	} catch (const CLI::CallForHelp &e) {
-		if (stripe->parsed() || join->parsed())
+		if (stripe->parsed() || join->parsed() || http->parsed())
 			return app.exit(e);
 		// The top-level help documents every flag of both sides.
 		std::fputs(app.help("", CLI::AppFormatMode::All).c_str(), stdout);
@@ -198,6 +425,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	if (http->parsed())
+		return run_http(ho);
 	const bool is_stripe = stripe->parsed();
 	const char *side = is_stripe ? "stripe" : "join";
 	set_log_name(fmt::format("agentproxy[{}]", side));

@@ -33,12 +33,13 @@ import cases_failure  # noqa: E402
 import cases_badinput  # noqa: E402
 import cases_cli  # noqa: E402
 import cases_abuse  # noqa: E402
+import cases_http  # noqa: E402
 
 
 
 def all_tests():
     tests = []
-    for mod in (cases_cli, cases_traffic, cases_failure, cases_badinput, cases_abuse):
+    for mod in (cases_cli, cases_traffic, cases_failure, cases_badinput, cases_abuse, cases_http):
         tests += mod.tests()
     return tests
 
