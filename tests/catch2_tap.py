@@ -27,7 +27,11 @@ for case in root.iter("testcase"):
             for line in ((b.get("message") or "") + "\n" + (b.text or "")).strip().splitlines():
                 print(f"#   {line[:300]}")
     elif skipped is not None:
-        print(f"ok {n} - {name} # SKIP {skipped.get('message') or ''}")
+        # Catch2 puts the reason in the text, after a SKIPPED line.
+        why = skipped.get("message") or " ".join(
+            l.strip() for l in (skipped.text or "").splitlines()
+            if l.strip() and l.strip() != "SKIPPED" and not l.strip().startswith("at "))
+        print(f"ok {n} - {name} # SKIP {why or 'no reason given'}")
     else:
         print(f"ok {n} - {name}")
 print(f"1..{n}")

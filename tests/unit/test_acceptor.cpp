@@ -36,6 +36,12 @@ void run_for(Agent &agent, int ms)
 
 TEST_CASE("accept pauses at EMFILE instead of spinning, and resumes", "[acceptor]")
 {
+#ifdef __SANITIZE_ADDRESS__
+	// The sanitizers probe memory through a pipe of their own (UBSan's
+	// vptr check, first call of a type): out of descriptors they report
+	// every object invalid. The plain unit suite runs this test.
+	SKIP("a sanitizer build cannot itself run out of descriptors");
+#endif
 	auto agent = make_agent();
 	sockaddr_in sa;
 	int l = listener(sa);
