@@ -183,6 +183,7 @@ class Backend:
             self.arrivals.append(req)
             if len(self.arrivals) >= self.group:
                 self.release = list(reversed(self.arrivals))
+                self.events.append(("release", [r.path for r in self.release]))
                 self.arrivals = []
                 self.lock.notify_all()
             t0 = time.monotonic()
