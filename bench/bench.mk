@@ -23,10 +23,12 @@ $(BENCH_PINGPONG): bench/pingpong.c
 bench: .deps-ok
 	$(MAKE) all $(BENCH_RELAY) $(BENCH_PINGPONG)
 	$(BENCH_PY) bench/run.py --build $(BUILD) $(BENCH_ARGS)
+	$(BENCH_PY) bench/http_bench.py --build $(BUILD) $(BENCH_HTTP_ARGS)
 
 # The HTTP scenario (bench/http_bench.py): one pipelining client connection at
 # depth 1, 4 and 16 against a 10 ms backend, through agentproxy http, nginx and
-# HAProxy. Writes $(BUILD)/bench/http.md and http.json.
+# HAProxy. Writes $(BUILD)/bench/http.md, http.json and http.png; `make bench`
+# runs it after the TCP scenarios (BENCH_HTTP_ARGS passes its options).
 .PHONY: bench-http
 bench-http: .deps-ok
 	$(MAKE) all
