@@ -23,7 +23,7 @@ fi
 MAIN_PKGS=(build-essential pkg-config liburing-dev libfmt-dev libcli11-dev libssl-dev
 	clang llvm libelf-dev zlib1g-dev
 	iperf3 haproxy socat iproute2 procps psmisc python3 python3-matplotlib
-	qemu-system-x86 busybox-static cpio kmod dwarves sparse xz-utils zstd)
+	qemu-system-x86 busybox-static cpio kmod dwarves sparse xz-utils zstd gcc-multilib flex bison bc)
 BPO_PKGS=(libbpf-dev bpftool libcatch2-dev)
 
 missing=()
