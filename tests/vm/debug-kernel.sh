@@ -36,21 +36,23 @@ tar -xf "$tmp"/usr/src/linux-source-6.12.tar.* -C "$dir"
 rm -rf "$tmp"
 src=$dir/linux-source-6.12
 jobs=${VM_DEBUG_JOBS:-2}
-{
+(
+	set -e
 	start=$(date +%s)
 	make -C "$src" -s tinyconfig
 	"$src/scripts/kconfig/merge_config.sh" -m -O "$src" "$src/.config" tests/vm/debug.config
 	make -C "$src" -s olddefconfig
+	# Every option the tests rely on must have survived olddefconfig.
+	for o in KASAN PROVE_LOCKING PROVE_RCU DEBUG_KMEMLEAK SLUB_DEBUG TLS IO_URING IPV6 \
+		BPF_SYSCALL NET_SOCK_MSG IA32_EMULATION; do
+		grep -q "^CONFIG_$o=y" "$src/.config" || { echo "CONFIG_$o did not stick"; exit 1; }
+	done
 	TIMEFORMAT='cpu %U user %S sys'
 	time make -C "$src" -j"$jobs" bzImage modules
 	end=$(date +%s)
 	echo "wall $((end - start)) s"
-} >"$dir/build.log" 2>&1 || { log "build failed, see $dir/build.log"; tail -20 "$dir/build.log" >&2; exit 1; }
+) >"$dir/build.log" 2>&1 || { log "build failed, see $dir/build.log"; tail -20 "$dir/build.log" >&2; exit 1; }
 grep -E '^(cpu|wall) ' "$dir/build.log" >"$dir/build-time"
-# Every option the tests rely on must have survived olddefconfig.
-for o in KASAN PROVE_LOCKING PROVE_RCU DEBUG_KMEMLEAK TLS IO_URING IPV6 BPF_SYSCALL IA32_EMULATION; do
-	grep -q "^CONFIG_$o=y" "$src/.config" || { log "CONFIG_$o did not stick"; exit 1; }
-done
 krel=$(make -C "$src" -s kernelrelease)
 cat >"$dir/env" <<EOT
 KREL=$krel
