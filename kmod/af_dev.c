@@ -52,7 +52,7 @@ module_param_cb(watches, &af_live_ops, NULL, 0400);
 MODULE_PARM_DESC(watches, "watches currently open (read only)");
 
 /* Records handed out per copy to user space. */
-#define AF_READ_BATCH	32
+#define AF_READ_BATCH	16
 
 static struct af_watch *af_find(struct af_file *af, u64 token)
 {

@@ -3,14 +3,15 @@
 # `make vmtest`: builds agentfilt.ko against the Debian 6.1 and 6.12 kernel
 # headers (warning-free, sparse, checkpatch), boots each kernel in qemu (TCG)
 # with the module and the guest tests in an initramfs, and prints TAP.
-# VM_KERNELS="6.12" limits the kernels ("debug": the KASAN/lockdep kernel of
-# tests/vm/debug-kernel.sh, `make vmtest-debug`); VM_APPEND="agentmux.quick" runs
+# VM_KERNELS="6.12" limits the kernels (default "6.1 6.12 debug"; "debug": the
+# KASAN/lockdep kernel of tests/vm/debug-kernel.sh, built once and cached,
+# alone with `make vmtest-debug`); VM_APPEND="agentmux.quick" runs
 # only the module's own tests (no bpf_tests, KmodSource or e2e); VM_CACHE and VM_BUILD move the cache
 # and the build output (see common.sh).
 set -u
 cd "$(dirname "$0")/../.."
 . tests/vm/common.sh
-KERNELS=${VM_KERNELS:-6.1 6.12}
+KERNELS=${VM_KERNELS:-6.1 6.12 debug}
 VM_TIMEOUT=${VM_TIMEOUT:-420}
 mkdir -p "$VM_BUILD"
 LOG=$VM_BUILD/log
@@ -138,7 +139,9 @@ add_ktls_modules() { # root
 # ---- per kernel ----
 for k in $KERNELS; do
 	append=${VM_APPEND:-}
+	tmo=$VM_TIMEOUT
 	if [ "$k" = debug ]; then
+		tmo=${VM_DEBUG_TIMEOUT:-1200}	# KASAN and lockdep in TCG: ~4x slower
 		# Built once, then cached (tests/vm/debug-kernel.sh); no BTF, so
 		# only the module's own tests run on it.
 		t0=$(date +%s)
@@ -198,7 +201,7 @@ for k in $KERNELS; do
 	(cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) >"$W/initrd.gz"
 
 	start=$(date +%s%N)
-	timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1G -smp 2 \
+	timeout "$tmo" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1G -smp 2 \
 		-display none -monitor none -no-reboot \
 		-kernel "$VMLINUZ" -initrd "$W/initrd.gz" \
 		-append "console=ttyS0 panic=-1 loglevel=7 $append" \
@@ -229,7 +232,7 @@ for k in $KERNELS; do
 	fi
 	pat='BUG|WARNING|Oops|refcount|lockdep|underflow|use-after-free|leak|Call Trace'
 	# The checkers' boot banners of the debug kernel are not findings.
-	banner='kmemleak: Kernel memory leak detector initialized|kmemleak: Automatic memory scanning'
+	banner='kmemleak: Kernel memory leak detector initialized|kmemleak: Automatic memory scanning|RCU lockdep checking is enabled|RCU callback double-/use-after-free debug is enabled'
 	if grep -aE "$pat" "$W/dmesg.log" "$W/console.log" | grep -avE "$banner" >"$W/dmesg-bad.log"; then
 		notok "$k: guest dmesg clean"
 		diag "$W/dmesg-bad.log" | head -60
