@@ -143,13 +143,19 @@ static bool af_has_defaults(const struct sock *sk)
 
 /*
  * Puts the defaults back where our callbacks are installed and, if the
- * socket then has nothing but defaults, lets go of sk_user_data. Returns
+ * socket then has nothing but defaults, lets go of sk_user_data; leaves a
+ * socket alone that another watch owns by now. Returns
  * false if some callback is neither ours nor the default: another layer
  * wrapped ours and may still call it. Caller holds sk_callback_lock for
  * writing and the socket lock.
  */
 static bool af_unwrap(struct sock *sk, struct af_watch *w)
 {
+	struct af_watch *owner = af_watch_of(sk);
+
+	/* Unwrapped at TCP_CLOSE, reconnected and watched anew since. */
+	if (owner && owner != w)
+		return true;
 	if (sk->sk_data_ready == af_data_ready)
 		WRITE_ONCE(sk->sk_data_ready, af_def.data_ready);
 	if (sk->sk_state_change == af_state_change)
@@ -160,7 +166,7 @@ static bool af_unwrap(struct sock *sk, struct af_watch *w)
 		WRITE_ONCE(sk->sk_error_report, af_def.error_report);
 	if (!af_has_defaults(sk))
 		return false;
-	if (af_watch_of(sk) == w)
+	if (owner)
 		__rcu_assign_sk_user_data_with_flags(sk, NULL, 0);
 	return true;
 }

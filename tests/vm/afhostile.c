@@ -413,6 +413,51 @@ static int t_user_limit(void)
 	return 0;
 }
 
+/*
+ * A watched socket whose connect failed is unwrapped at TCP_CLOSE; it
+ * connects again and another file watches it. Unwatching the first watch
+ * must leave the second one's callbacks alone.
+ */
+static int t_rewatch_after_close(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in unspec = { .sin_family = AF_UNSPEC };
+	int dev1 = dev_open(), dev2 = dev_open(), port = 0, l, c, s, r;
+	struct agentfilt_event ev[2];
+	socklen_t len = sizeof(a);
+
+	l = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(!bind(l, (void *)&a, sizeof(a)) && !listen(l, 0), "listen");
+	getsockname(l, (void *)&a, &len);
+	c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	r = connect(c, (void *)&a, sizeof(a));
+	CHECK(r == 0 || errno == EINPROGRESS, "connect");
+	CHECK(watch(dev1, c, 1) == 0, "first watch");
+	close(l);
+	CHECK(wait_event_on(c, POLLOUT, 5000) == 1, "connect did not fail");
+	len = sizeof(r);
+	getsockopt(c, SOL_SOCKET, SO_ERROR, &r, &len);
+	connect(c, (void *)&unspec, sizeof(unspec));
+	l = listener(&port);
+	a.sin_port = htons(port);
+	fcntl(c, F_SETFL, 0);
+	CHECK(!connect(c, (void *)&a, sizeof(a)), "connect again: %s", strerror(errno));
+	s = accept(l, NULL, NULL);
+	close(l);
+	CHECK(s >= 0, "accept");
+	CHECK(watch(dev2, c, 2) == 0, "second watch of the reconnected socket");
+	CHECK(unwatch(dev1, 1) == 0, "unwatch the first");
+	CHECK(write(s, "again", 5) == 5, "write");
+	CHECK(wait_readable(dev2, 2000) == 1, "the second watch lost its callbacks");
+	r = read_events(dev2, ev, 2);
+	CHECK(r == 1 && ev[0].token == 2, "events %d", r);
+	CHECK(unwatch(dev2, 2) == 0, "unwatch the second");
+	close_pair(c, s);
+	close(dev1);
+	close(dev2);
+	return 0;
+}
+
 /* ---- unload (afhostile unload) ---- */
 
 static int module_unload(int ms)
@@ -623,6 +668,8 @@ int main(int argc, char **argv)
 	run("hostile: sockmap and WATCH refuse each other (EBUSY)", t_sockmap);
 	run("hostile: a read into a faulting buffer loses no record", t_faulting_read);
 	run("hostile: IPv6 sockets", t_ipv6);
+	run("hostile: unwatch after TCP_CLOSE spares a newer watch of the socket",
+	    t_rewatch_after_close);
 	run("hostile: max_user_watches over files; held sockets freed", t_user_limit);
 	return failures + !ktls ? 1 : 0;
 }
