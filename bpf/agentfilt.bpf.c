@@ -31,10 +31,11 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Bit number in struct socket::flags (include/linux/net.h), stable since 2.6. */
+/*
+ * Bit number in struct socket::flags: a #define in include/linux/net.h, so
+ * not in BTF and out of CO-RE's reach; unchanged since 2.6.
+ */
 #define AF_SOCK_NOSPACE	2
-/* TCP header: ack_seq at byte 8, the flags byte at 13, ACK is 0x10. */
-#define AF_TCP_ACK	0x10
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -170,8 +171,8 @@ int BPF_PROG(af_tcp_probe, struct sock *sk, struct sk_buff *skb)
 {
 	struct agentfilt_sk *st;
 	struct tcp_sock *tp;
+	struct tcphdr *th;
 	struct socket *so;
-	__u8 th[14];
 	__u32 ack;
 
 	st = lookup(sk);
@@ -180,14 +181,14 @@ int BPF_PROG(af_tcp_probe, struct sock *sk, struct sk_buff *skb)
 	so = BPF_CORE_READ(sk, sk_socket);
 	if (!so || !(BPF_CORE_READ(so, flags) & (1UL << AF_SOCK_NOSPACE)))
 		return 0;
-	if (bpf_probe_read_kernel(th, sizeof(th), BPF_CORE_READ(skb, data)))
-		return 0;
-	if (!(th[13] & AF_TCP_ACK))
+	/* tcp_rcv_established() traces with skb->data at the TCP header. */
+	th = (struct tcphdr *)BPF_CORE_READ(skb, data);
+	if (!th || !BPF_CORE_READ_BITFIELD_PROBED(th, ack))
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return 0;
-	ack = bpf_ntohl(*(__u32 *)&th[8]);
+	ack = bpf_ntohl(BPF_CORE_READ(th, ack_seq));
 	if ((__s32)(ack - BPF_CORE_READ(tp, snd_una)) <= 0)
 		return 0;
 	__sync_fetch_and_add(&st->counters.write_space, 1);

@@ -15,6 +15,7 @@
 #include <linux/module.h>
 #include <linux/poll.h>
 #include <linux/slab.h>
+#include <linux/string.h>
 #include <linux/uaccess.h>
 #include <linux/uio.h>
 
@@ -28,6 +29,10 @@ MODULE_PARM_DESC(group, "gid allowed to open /dev/agentfilt (mode 0660); -1: roo
 static unsigned int max_watches = 65536;
 module_param(max_watches, uint, 0644);
 MODULE_PARM_DESC(max_watches, "most sockets one open file may watch");
+
+/* What this module implements (see the uapi header). */
+#define AF_FEATURES	(AGENTFILT_FEAT_EVENTS | AGENTFILT_FEAT_STATS_FILE | \
+			 AGENTFILT_FEAT_USER_LIMIT)
 
 static int af_live_get(char *buf, const struct kernel_param *kp)
 {
@@ -43,11 +48,11 @@ static const struct kernel_param_ops af_live_ops = {
 	.set = af_live_set,
 	.get = af_live_get,
 };
-module_param_cb(watches, &af_live_ops, NULL, 0444);
+module_param_cb(watches, &af_live_ops, NULL, 0400);
 MODULE_PARM_DESC(watches, "watches currently open (read only)");
 
 /* Records handed out per copy to user space. */
-#define AF_READ_BATCH	32
+#define AF_READ_BATCH	16
 
 static struct af_watch *af_find(struct af_file *af, u64 token)
 {
@@ -66,6 +71,11 @@ static int af_open(struct inode *inode, struct file *file)
 	af = kzalloc(sizeof(*af), GFP_KERNEL_ACCOUNT);
 	if (!af)
 		return -ENOMEM;
+	af->user = af_user_get(file->f_cred->euid);
+	if (!af->user) {
+		kfree(af);
+		return -ENOMEM;
+	}
 	mutex_init(&af->lock);
 	hash_init(af->watches);
 	spin_lock_init(&af->qlock);
@@ -88,6 +98,7 @@ static int af_release(struct inode *inode, struct file *file)
 		af_detach(af, w);
 	mutex_unlock(&af->lock);
 	mutex_destroy(&af->lock);
+	af_user_put(af->user);
 	/* Callbacks that found a watch of ours may still look at af. */
 	kfree_rcu(af, rcu);
 	return 0;
@@ -103,8 +114,12 @@ static bool af_has_events(struct af_file *af)
 	return ret;
 }
 
-/* Takes up to max pending events off the ready list. */
-static unsigned int af_pop(struct af_file *af, struct agentfilt_event *ev, unsigned int max)
+/*
+ * Takes up to max pending events off the ready list, noting their watches
+ * in ws (valid while af->lock is held: only detach frees a watch).
+ */
+static unsigned int af_pop(struct af_file *af, struct agentfilt_event *ev,
+			   struct af_watch **ws, unsigned int max)
 {
 	struct af_watch *w;
 	unsigned int n = 0;
@@ -117,29 +132,59 @@ static unsigned int af_pop(struct af_file *af, struct agentfilt_event *ev, unsig
 		ev[n].token = w->token;
 		ev[n].bytes = w->bytes;
 		ev[n].flags = 0;
+		ws[n] = w;
 		n++;
 	}
 	spin_unlock_irq(&af->qlock);
 	return n;
 }
 
+/*
+ * Puts back at the head of the ready list, in their order, the popped
+ * events that did not reach user space (its buffer faulted). A watch that
+ * has queued a newer event meanwhile keeps that one.
+ */
+static void af_unpop(struct af_file *af, struct af_watch **ws, unsigned int n)
+{
+	spin_lock_irq(&af->qlock);
+	while (n--) {
+		struct af_watch *w = ws[n];
+
+		if (w->detached || w->pending)
+			continue;
+		w->pending = true;
+		list_add(&w->rnode, &af->ready);
+	}
+	spin_unlock_irq(&af->qlock);
+}
+
 static ssize_t af_read_iter(struct kiocb *iocb, struct iov_iter *to)
 {
 	struct af_file *af = iocb->ki_filp->private_data;
+	bool nowait = (iocb->ki_flags & IOCB_NOWAIT) || (iocb->ki_filp->f_flags & O_NONBLOCK);
 	struct agentfilt_event ev[AF_READ_BATCH];
+	struct af_watch *ws[AF_READ_BATCH];
 	size_t room = iov_iter_count(to) / sizeof(ev[0]);
 	ssize_t done = 0;
-	unsigned int n;
-	size_t len;
+	unsigned int n, whole;
+	size_t len, copied;
 	int err;
 
 	if (!room)
 		return -EINVAL;
 	for (;;) {
-		n = af_pop(af, ev, min_t(size_t, room, AF_READ_BATCH));
+		/* Held over the copy, so the popped watches stay alive. */
+		if (nowait) {
+			if (!mutex_trylock(&af->lock))
+				return -EAGAIN;
+		} else if (mutex_lock_interruptible(&af->lock)) {
+			return -ERESTARTSYS;
+		}
+		n = af_pop(af, ev, ws, min_t(size_t, room, AF_READ_BATCH));
 		if (n)
 			break;
-		if ((iocb->ki_flags & IOCB_NOWAIT) || (iocb->ki_filp->f_flags & O_NONBLOCK))
+		mutex_unlock(&af->lock);
+		if (nowait)
 			return -EAGAIN;
 		err = wait_event_interruptible(af->wq, af_has_events(af));
 		if (err)
@@ -147,13 +192,19 @@ static ssize_t af_read_iter(struct kiocb *iocb, struct iov_iter *to)
 	}
 	while (n) {
 		len = n * sizeof(ev[0]);
-		/* Records taken but not copied are lost: the caller faulted. */
-		if (copy_to_iter(ev, len, to) != len)
+		copied = copy_to_iter(ev, len, to);
+		whole = copied / sizeof(ev[0]);
+		done += whole * sizeof(ev[0]);
+		if (copied != len) {
+			/* The caller's buffer faulted: keep what it did not get. */
+			af_unpop(af, ws + whole, n - whole);
+			mutex_unlock(&af->lock);
 			return done ? done : -EFAULT;
-		done += len;
+		}
 		room -= n;
-		n = room ? af_pop(af, ev, min_t(size_t, room, AF_READ_BATCH)) : 0;
+		n = room ? af_pop(af, ev, ws, min_t(size_t, room, AF_READ_BATCH)) : 0;
 	}
+	mutex_unlock(&af->lock);
 	return done;
 }
 
@@ -173,7 +224,7 @@ static int af_ioc_watch(struct af_file *af, void __user *argp)
 
 	if (copy_from_user(&req, argp, sizeof(req)))
 		return -EFAULT;
-	if (req.flags)
+	if (req.flags || req.reserved[0] || req.reserved[1])
 		return -EINVAL;
 	if (req.fd < 0)
 		return -EBADF;
@@ -182,7 +233,9 @@ static int af_ioc_watch(struct af_file *af, void __user *argp)
 	if (!w)
 		return -ENOMEM;
 	w->token = req.token;
+	w->user = af->user;
 	INIT_LIST_HEAD(&w->rnode);
+	INIT_LIST_HEAD(&w->onode);
 
 	mutex_lock(&af->lock);
 	err = -ENOSPC;
@@ -191,14 +244,21 @@ static int af_ioc_watch(struct af_file *af, void __user *argp)
 	err = -EEXIST;
 	if (af_find(af, req.token))
 		goto err_unlock;
-	err = af_attach(af, w, req.fd);
+	err = af_user_charge(af->user);
 	if (err)
 		goto err_unlock;
+	err = af_attach(af, w, req.fd);
+	if (err)
+		goto err_uncharge;
+	/* The watch may outlive the file as an orphan: it holds the user. */
+	refcount_inc(&af->user->ref);
 	hash_add(af->watches, &w->hnode, w->token);
 	af->nwatches++;
 	mutex_unlock(&af->lock);
 	return 0;
 
+err_uncharge:
+	af_user_uncharge(af->user);
 err_unlock:
 	mutex_unlock(&af->lock);
 	kfree(w);
@@ -207,20 +267,34 @@ err_unlock:
 
 static int af_ioc_unwatch(struct af_file *af, void __user *argp)
 {
+	struct agentfilt_unwatch req;
 	struct af_watch *w;
-	u64 token;
 	int err = -ENOENT;
 
-	if (copy_from_user(&token, argp, sizeof(token)))
+	if (copy_from_user(&req, argp, sizeof(req)))
 		return -EFAULT;
+	if (req.flags || req.reserved)
+		return -EINVAL;
 	mutex_lock(&af->lock);
-	w = af_find(af, token);
+	w = af_find(af, req.token);
 	if (w) {
 		af_detach(af, w);
 		err = 0;
 	}
 	mutex_unlock(&af->lock);
 	return err;
+}
+
+/*
+ * The counters of one watch, read under qlock as af_queue() updates them:
+ * data_ready == passed + coalesced holds in every answer.
+ */
+static void af_counters_read_watch(struct af_file *af, struct af_watch *w,
+				   struct agentfilt_counters *out)
+{
+	spin_lock_irq(&af->qlock);
+	af_counters_read(&w->cnt, out);
+	spin_unlock_irq(&af->qlock);
 }
 
 static int af_ioc_stats(struct af_file *af, void __user *argp)
@@ -233,7 +307,7 @@ static int af_ioc_stats(struct af_file *af, void __user *argp)
 
 	if (copy_from_user(&st, argp, sizeof(st)))
 		return -EFAULT;
-	if (st.flags & ~AGENTFILT_STATS_FILE)
+	if ((st.flags & ~AGENTFILT_STATS_FILE) || memchr_inv(st.reserved, 0, sizeof(st.reserved)))
 		return -EINVAL;
 	memset(&st.counters, 0, sizeof(st.counters));
 
@@ -242,13 +316,13 @@ static int af_ioc_stats(struct af_file *af, void __user *argp)
 	if (st.flags & AGENTFILT_STATS_FILE) {
 		st.counters = af->past;
 		hash_for_each(af->watches, bkt, w, hnode) {
-			af_counters_read(&w->cnt, &c);
+			af_counters_read_watch(af, w, &c);
 			af_counters_add(&st.counters, &c);
 		}
 	} else {
 		w = af_find(af, st.token);
 		if (w)
-			af_counters_read(&w->cnt, &st.counters);
+			af_counters_read_watch(af, w, &st.counters);
 		else
 			err = -ENOENT;
 	}
@@ -267,6 +341,7 @@ static long af_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	struct agentfilt_version ver = {
 		.abi = AGENTFILT_ABI_VERSION,
 		.event_size = sizeof(struct agentfilt_event),
+		.features = AF_FEATURES,
 	};
 
 	switch (cmd) {
@@ -312,6 +387,11 @@ static const struct device_type af_dev_type = {
 	.devnode = af_devnode,
 };
 
+/* A class, so the device is /sys/class/agentfilt/agentfilt for udev rules. */
+static struct class af_class = {
+	.name = KBUILD_MODNAME,
+};
+
 static dev_t af_devt;
 static struct cdev af_cdev;
 static struct device *af_dev;
@@ -330,9 +410,12 @@ static int __init af_init(void)
 	err = af_sock_init();
 	if (err)
 		return err;
-	err = alloc_chrdev_region(&af_devt, 0, 1, KBUILD_MODNAME);
+	err = class_register(&af_class);
 	if (err)
 		return err;
+	err = alloc_chrdev_region(&af_devt, 0, 1, KBUILD_MODNAME);
+	if (err)
+		goto err_class;
 	af_dev = kzalloc(sizeof(*af_dev), GFP_KERNEL);
 	if (!af_dev) {
 		err = -ENOMEM;
@@ -340,6 +423,7 @@ static int __init af_init(void)
 	}
 	device_initialize(af_dev);
 	af_dev->devt = af_devt;
+	af_dev->class = &af_class;
 	af_dev->type = &af_dev_type;
 	af_dev->release = af_dev_release;
 	err = dev_set_name(af_dev, KBUILD_MODNAME);
@@ -357,6 +441,8 @@ err_dev:
 	put_device(af_dev);
 err_region:
 	unregister_chrdev_region(af_devt, 1);
+err_class:
+	class_unregister(&af_class);
 	return err;
 }
 
@@ -365,6 +451,8 @@ static void __exit af_exit(void)
 	cdev_device_del(&af_cdev, af_dev);
 	put_device(af_dev);
 	unregister_chrdev_region(af_devt, 1);
+	class_unregister(&af_class);
+	af_sock_exit();
 	/*
 	 * No file is open, so no socket points at our callbacks any more; wait
 	 * for callbacks that loaded a pointer to one before it was restored

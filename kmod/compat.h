@@ -23,11 +23,13 @@
  * files that say they honour IOCB_NOWAIT. Newer kernels carry this in the
  * file_operations flags; 6.1 and 6.12 in the open file's mode.
  */
+#ifndef FMODE_NOWAIT
+#error "no FMODE_NOWAIT: port af_file_set_nowait() (io_uring would punt reads to a worker)"
+#endif
+
 static inline void af_file_set_nowait(struct file *file)
 {
-#ifdef FMODE_NOWAIT
 	file->f_mode |= FMODE_NOWAIT;
-#endif
 }
 
 #endif /* AGENTFILT_COMPAT_H */

@@ -7,6 +7,11 @@
  * data arrival becomes an event record, coalesced to one pending record per
  * socket. Records are read whole from /dev/agentfilt (kmod) or a BPF ring
  * buffer (bpf).
+ *
+ * Growing the ABI: AGENTFILT_ABI_VERSION changes only when an existing
+ * structure or meaning changes incompatibly. Additions get a feature bit in
+ * agentfilt_version.features and use reserved fields, which callers set to
+ * zero and the module refuses (EINVAL) when they are not.
  */
 #ifndef _UAPI_LINUX_AGENTFILT_H
 #define _UAPI_LINUX_AGENTFILT_H
@@ -15,7 +20,12 @@
 #include <linux/ioctl.h>
 
 #define AGENTFILT_DEVICE	"/dev/agentfilt"
-#define AGENTFILT_ABI_VERSION	1
+#define AGENTFILT_ABI_VERSION	2
+
+/* agentfilt_version.features: what this module implements. */
+#define AGENTFILT_FEAT_EVENTS		(1ULL << 0)	/* read() of agentfilt_event */
+#define AGENTFILT_FEAT_STATS_FILE	(1ULL << 1)	/* AGENTFILT_STATS_FILE */
+#define AGENTFILT_FEAT_USER_LIMIT	(1ULL << 2)	/* ENOSPC past max_user_watches */
 
 /* One data-arrival event. bytes is what the socket had queued to read. */
 struct agentfilt_event {
@@ -42,6 +52,14 @@ struct agentfilt_watch {
 	__s32 fd;
 	__u32 flags;		/* must be 0 */
 	__u64 token;		/* must be unique per open file */
+	__u64 reserved[2];	/* must be 0 */
+};
+
+/* AGENTFILT_IOC_UNWATCH: stop watching the socket of token. */
+struct agentfilt_unwatch {
+	__u64 token;
+	__u32 flags;		/* must be 0 */
+	__u32 reserved;		/* must be 0 */
 };
 
 /*
@@ -54,6 +72,7 @@ struct agentfilt_stats {
 	__u32 flags;		/* AGENTFILT_STATS_* */
 	__u32 watches;		/* out: watches open on the file */
 	struct agentfilt_counters counters;
+	__u64 reserved[4];	/* in: must be 0; out: 0 */
 };
 
 #define AGENTFILT_STATS_FILE	(1U << 0)
@@ -61,12 +80,15 @@ struct agentfilt_stats {
 struct agentfilt_version {
 	__u32 abi;		/* AGENTFILT_ABI_VERSION */
 	__u32 event_size;	/* sizeof(struct agentfilt_event) */
+	__u64 features;		/* AGENTFILT_FEAT_* */
+	__u64 reserved[2];	/* 0 */
 };
 
-#define AGENTFILT_IOC_MAGIC	0xAF
+/* 0xBA is free in Documentation/userspace-api/ioctl/ioctl-number.rst. */
+#define AGENTFILT_IOC_MAGIC	0xBA
 #define AGENTFILT_IOC_VERSION	_IOR(AGENTFILT_IOC_MAGIC, 0, struct agentfilt_version)
 #define AGENTFILT_IOC_WATCH	_IOW(AGENTFILT_IOC_MAGIC, 1, struct agentfilt_watch)
-#define AGENTFILT_IOC_UNWATCH	_IOW(AGENTFILT_IOC_MAGIC, 2, __u64)
+#define AGENTFILT_IOC_UNWATCH	_IOW(AGENTFILT_IOC_MAGIC, 2, struct agentfilt_unwatch)
 #define AGENTFILT_IOC_STATS	_IOWR(AGENTFILT_IOC_MAGIC, 3, struct agentfilt_stats)
 
 #endif /* _UAPI_LINUX_AGENTFILT_H */

@@ -31,6 +31,8 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -109,6 +111,51 @@ bool kernel_has_tracepoint(const char *name)
 	btf__free(vmlinux);
 	return ok;
 }
+
+// What agentfilt.ko refuses, refused here too: anything but a TCP socket over
+// IPv4 or IPv6, and a socket with a ULP (kTLS) whose records are not the
+// bytes a recv returns. 0 or -errno.
+int refusal(int fd)
+{
+	int v = 0;
+	socklen_t len = sizeof(v);
+	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &len) != 0)
+		return -errno;
+	if (v != IPPROTO_TCP)
+		return -EPROTONOSUPPORT;
+	len = sizeof(v);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) != 0)
+		return -errno;
+	if (v != AF_INET && v != AF_INET6)
+		return -EPROTONOSUPPORT;
+	char ulp[16] = {};
+	len = sizeof(ulp);
+	if (getsockopt(fd, IPPROTO_TCP, TCP_ULP, ulp, &len) == 0 && ulp[0])
+		return -EBUSY;
+	return 0;
+}
+
+// The kernel skips a tp_btf/fentry program that is already running on the
+// CPU (prog->active: a softirq data_ready interrupting a process-context
+// one) and counts it only in bpf_prog_info.recursion_misses: an arrival
+// with no record and no overflow flag. Growth is therefore an overflow.
+struct RecursionMisses {
+	int prog_fd = -1;
+	std::uint64_t seen = 0;
+
+	bool grew()
+	{
+		if (prog_fd < 0)
+			return false;
+		bpf_prog_info info{};
+		std::uint32_t len = sizeof(info);
+		if (bpf_prog_get_info_by_fd(prog_fd, &info, &len) != 0)
+			return false;
+		bool more = info.recursion_misses != seen;
+		seen = info.recursion_misses;
+		return more;
+	}
+};
 
 class BpfSource final : public EventSource {
 public:
@@ -223,6 +270,7 @@ private:
 	std::uint64_t completions_ = 0;
 	std::uint64_t bytes_ = 0;
 	int rb_errors_ = 0;
+	RecursionMisses misses_;
 };
 
 void Op::on_complete(int res, unsigned flags)
@@ -302,6 +350,7 @@ bool BpfSource::load(const BpfOptions &opts, std::string *err)
 		}
 	}
 
+	misses_.prog_fd = bpf_program__fd(progs[0].prog);
 	sk_map_fd_ = bpf_map__fd(skel_->maps.watched);
 	rb_fd_ = bpf_map__fd(skel_->maps.events);
 	rb_ = ring_buffer__new(rb_fd_, on_record, this, nullptr);
@@ -378,6 +427,8 @@ void BpfSource::watch(int fd, StreamReader &reader)
 	w->token = (std::uint64_t(++gen_) << 32) | slot;
 	if (slot >= max_slots_) {
 		w->fail = -ENOSPC;
+	} else if (int e = refusal(fd)) {
+		w->fail = e;
 	} else {
 		clear_pending(slot);
 		agentfilt_sk v{};
@@ -538,6 +589,7 @@ void BpfSource::drain()
 		// us only if it sees we consumed everything before its record).
 		std::atomic_thread_fence(std::memory_order_seq_cst);
 		bool all = __atomic_exchange_n(&skel_->bss->overflow, 0, __ATOMIC_SEQ_CST) != 0;
+		all = misses_.grew() || all;
 		for (const agentfilt_event &ev : recs)
 			if (ev.flags & AGENTFILT_EV_OVERFLOW)
 				all = true;

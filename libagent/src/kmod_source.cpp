@@ -225,8 +225,9 @@ public:
 		if (it == by_fd_.end())
 			return;
 		Watch *w = it->second.get();
-		std::uint64_t token = w->id;
-		ioctl(dev_, AGENTFILT_IOC_UNWATCH, &token); // ENOENT if never watched
+		agentfilt_unwatch req{};
+		req.token = w->id;
+		ioctl(dev_, AGENTFILT_IOC_UNWATCH, &req); // ENOENT if never watched
 		if (w->poll) {
 			w->poll->id = 0;
 			io_uring_prep_poll_remove(ring_.sqe(nullptr),
@@ -520,10 +521,12 @@ std::unique_ptr<EventSource> make_kmod_source(Ring &ring, std::string *err)
 			*err = std::string(AGENTFILT_DEVICE ": ") + strerror(e);
 		return nullptr;
 	}
+	// The ABI version changes only incompatibly; additions are feature bits.
+	constexpr std::uint64_t kNeeded = AGENTFILT_FEAT_EVENTS | AGENTFILT_FEAT_STATS_FILE;
 	agentfilt_version v{};
 	if (ioctl(dev, AGENTFILT_IOC_VERSION, &v) != 0 || v.abi != AGENTFILT_ABI_VERSION ||
-	    v.event_size != sizeof(agentfilt_event)) {
-		*err = "agentfilt.ko speaks another ABI version than this libagent";
+	    v.event_size != sizeof(agentfilt_event) || (v.features & kNeeded) != kNeeded) {
+		*err = "agentfilt.ko speaks another ABI version than this libagent (or lacks a feature it needs)";
 		close(dev);
 		return nullptr;
 	}

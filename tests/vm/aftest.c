@@ -28,202 +28,7 @@
 #include <unistd.h>
 
 #include "agentfilt.h"
-
-static int failures;
-static char why[512];
-
-/* Records why the current test failed; returns -1. */
-static int fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-#define CHECK(cond, ...) do { if (!(cond)) return fail(__VA_ARGS__); } while (0)
-
-static void run(const char *name, int (*fn)(void))
-{
-	int ret;
-
-	why[0] = 0;
-	ret = fn();
-	if (ret == 0)
-		printf("ok - %s\n", name);
-	else if (ret == 1)
-		printf("ok - %s # SKIP %s\n", name, why);
-	else {
-		printf("not ok - %s # %s\n", name, why);
-		failures++;
-	}
-	fflush(stdout);
-}
-
-static int dev_open(void)
-{
-	return open(AGENTFILT_DEVICE, O_RDWR | O_CLOEXEC);
-}
-
-static int watch(int dev, int fd, uint64_t token)
-{
-	struct agentfilt_watch w = { .fd = fd, .token = token };
-
-	return ioctl(dev, AGENTFILT_IOC_WATCH, &w) ? -errno : 0;
-}
-
-static int unwatch(int dev, uint64_t token)
-{
-	return ioctl(dev, AGENTFILT_IOC_UNWATCH, &token) ? -errno : 0;
-}
-
-static int stats(int dev, uint64_t token, uint32_t flags, struct agentfilt_stats *st)
-{
-	memset(st, 0, sizeof(*st));
-	st->token = token;
-	st->flags = flags;
-	return ioctl(dev, AGENTFILT_IOC_STATS, st) ? -errno : 0;
-}
-
-static int listener(int *port)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(a);
-	int one = 1;
-	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (l < 0 || bind(l, (void *)&a, sizeof(a)) || listen(l, 4096) ||
-	    getsockname(l, (void *)&a, &len))
-		return -1;
-	*port = ntohs(a.sin_port);
-	return l;
-}
-
-/* A connected loopback pair: c (client) and s (accepted). */
-static int tcp_pair(int *c, int *s)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int one = 1;
-	int port;
-	int l = listener(&port);
-
-	if (l < 0)
-		return -1;
-	a.sin_port = htons(port);
-	*c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (*c < 0 || connect(*c, (void *)&a, sizeof(a)))
-		return -1;
-	*s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-	close(l);
-	if (*s < 0)
-		return -1;
-	setsockopt(*c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(*s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	return 0;
-}
-
-static void close_pair(int c, int s)
-{
-	close(c);
-	close(s);
-}
-
-static void msleep(int ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
-/* Reads events without blocking; returns the count (or -errno). */
-static int read_events(int dev, struct agentfilt_event *ev, int max)
-{
-	ssize_t n;
-	int fl = fcntl(dev, F_GETFL);
-
-	fcntl(dev, F_SETFL, fl | O_NONBLOCK);
-	n = read(dev, ev, sizeof(*ev) * max);
-	fcntl(dev, F_SETFL, fl);
-	if (n < 0)
-		return errno == EAGAIN ? 0 : -errno;
-	return n / sizeof(*ev);
-}
-
-static long ms_since(const struct timespec *t0)
-{
-	struct timespec t1;
-
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	return (t1.tv_sec - t0->tv_sec) * 1000 + (t1.tv_nsec - t0->tv_nsec) / 1000000;
-}
-
-/*
- * 1 if fd is readable or becomes so within ms. At its timeout poll() finds
- * readiness even without a wakeup: that counts as not woken (0).
- */
-static int wait_event_on(int fd, short events, int ms)
-{
-	struct pollfd p = { .fd = fd, .events = events };
-	struct timespec t0;
-	int r;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	r = poll(&p, 1, ms);
-	if (r == 1 && ms > 0 && ms_since(&t0) >= ms)
-		return 0;
-	return r;
-}
-
-static int wait_readable(int fd, int ms)
-{
-	return wait_event_on(fd, POLLIN, ms);
-}
-
-/* Is a poll() on s woken when c writes to it 200 ms later? */
-static int woken_by_peer(int c, int s)
-{
-	char buf[16];
-	pid_t pid = fork();
-	int r;
-
-	if (pid == 0) {
-		msleep(200);
-		_exit(write(c, "x", 1) != 1);
-	}
-	r = wait_readable(s, 3000);
-	waitpid(pid, NULL, 0);
-	return r == 1 && read(s, buf, sizeof(buf)) == 1;
-}
-
-static int live_watches(void)
-{
-	char buf[32] = "";
-	int fd = open("/sys/module/agentfilt/parameters/watches", O_RDONLY);
-
-	if (fd < 0)
-		return -1;
-	if (read(fd, buf, sizeof(buf) - 1) < 0)
-		buf[0] = 0;
-	close(fd);
-	return atoi(buf);
-}
-
-/* Waits up to ms for the live watch count to reach want. */
-static int wait_live(int want, int ms)
-{
-	int n = -1;
-
-	for (int t = 0; t <= ms; t += 10) {
-		n = live_watches();
-		if (n == want)
-			break;
-		msleep(10);
-	}
-	return n;
-}
+#include "afutil.h"
 
 /* ---- ioctl tests ---- */
 
@@ -236,6 +41,11 @@ static int t_version(void)
 	CHECK(!ioctl(dev, AGENTFILT_IOC_VERSION, &v), "VERSION: %s", strerror(errno));
 	CHECK(v.abi == AGENTFILT_ABI_VERSION && v.event_size == sizeof(struct agentfilt_event),
 	      "abi %u size %u", v.abi, v.event_size);
+	CHECK((v.features & (AGENTFILT_FEAT_EVENTS | AGENTFILT_FEAT_STATS_FILE |
+			     AGENTFILT_FEAT_USER_LIMIT)) ==
+	      (AGENTFILT_FEAT_EVENTS | AGENTFILT_FEAT_STATS_FILE | AGENTFILT_FEAT_USER_LIMIT) &&
+	      !v.reserved[0] && !v.reserved[1], "features %llx",
+	      (unsigned long long)v.features);
 	close(dev);
 	return 0;
 }
@@ -371,10 +181,11 @@ static int t_unknown(void)
 static int t_bad_values(void)
 {
 	struct agentfilt_watch w = { 0 };
+	struct agentfilt_unwatch u = { 0 };
 	struct agentfilt_stats st;
 	struct agentfilt_event ev;
 	char small[8];
-	int dev = dev_open(), c, s, r[10];
+	int dev = dev_open(), c, s, r[14];
 
 	CHECK(!tcp_pair(&c, &s), "pair");
 	w.fd = c;
@@ -390,12 +201,29 @@ static int t_bad_values(void)
 	r[7] = watch(dev, c, ~0ULL);		/* the largest token is fine */
 	r[8] = stats(dev, ~0ULL, 0, &st);
 	r[9] = read_events(dev, &ev, 1);	/* nothing pending: EAGAIN */
+	/* Reserved fields must be zero: room for the ABI to grow. */
+	w.flags = 0;
+	w.token = 5;
+	w.reserved[1] = 1;
+	r[10] = ioctl(dev, AGENTFILT_IOC_WATCH, &w) ? -errno : 0;
+	u.token = ~0ULL;
+	u.reserved = 1;
+	r[11] = ioctl(dev, AGENTFILT_IOC_UNWATCH, &u) ? -errno : 0;
+	u.reserved = 0;
+	u.flags = 2;
+	r[12] = ioctl(dev, AGENTFILT_IOC_UNWATCH, &u) ? -errno : 0;
+	memset(&st, 0, sizeof(st));
+	st.token = ~0ULL;
+	st.reserved[3] = 1;
+	r[13] = ioctl(dev, AGENTFILT_IOC_STATS, &st) ? -errno : 0;
 	close_pair(c, s);
 	close(dev);
 	CHECK(r[0] == -EINVAL && r[1] == -EINVAL && r[2] == -EINVAL && r[3] == -EFAULT &&
 	      r[4] == -EFAULT && r[5] == -ENOTTY && r[6] == -EINVAL && r[7] == 0 && r[8] == 0 &&
 	      r[9] == 0, "got %d %d %d %d %d %d %d %d %d %d", r[0], r[1], r[2], r[3], r[4], r[5],
 	      r[6], r[7], r[8], r[9]);
+	CHECK(r[10] == -EINVAL && r[11] == -EINVAL && r[12] == -EINVAL && r[13] == -EINVAL,
+	      "reserved fields: %d %d %d %d", r[10], r[11], r[12], r[13]);
 	return 0;
 }
 
@@ -836,28 +664,12 @@ static int t_close_file_restores(void)
 	return 0;
 }
 
-static int tcp_alloc(void)
-{
-	char line[256];
-	int alloc = -1;
-	FILE *f = fopen("/proc/net/sockstat", "r");
-
-	while (f && fgets(line, sizeof(line), f)) {
-		char *p = strstr(line, "alloc ");
-
-		if (!strncmp(line, "TCP:", 4) && p)
-			alloc = atoi(p + 6);
-	}
-	if (f)
-		fclose(f);
-	return alloc;
-}
-
 static int t_kill_1000(void)
 {
 	enum { N = 1000 };
 	struct rlimit rl = { 4 * N + 64, 4 * N + 64 };
-	int base = live_watches(), alloc0 = tcp_alloc(), p[2], status, n = 0, a = 0;
+	int base = live_watches(), p[2], status, n = 0;
+	long objs0 = tcp_slab_objs(), objs;
 	pid_t pid;
 
 	CHECK(!pipe(p), "pipe");
@@ -884,13 +696,9 @@ static int t_kill_1000(void)
 	waitpid(pid, &status, 0);
 	CHECK(n == base + N, "live watches %d before kill, want %d", n, base + N);
 	CHECK(wait_live(base, 5000) == base, "live watches %d after kill", live_watches());
-	for (int i = 0; i < 1000; i++) {
-		a = tcp_alloc();
-		if (a <= alloc0 + 8)
-			break;
-		msleep(10);
-	}
-	CHECK(a <= alloc0 + 8, "TCP sockets allocated %d, was %d", a, alloc0);
+	/* What a leaked sock_hold would keep: the TCP slab objects. */
+	objs = wait_tcp_slab(objs0 + 16, 10000);
+	CHECK(objs <= objs0 + 16, "TCP slab objects %ld, were %ld", objs, objs0);
 	return 0;
 }
 
@@ -992,6 +800,19 @@ static void *race_traffic(void *arg)
 	return NULL;
 }
 
+/* data_ready == passed + coalesced over the file, past and present. */
+static int counters_add_up(int dev, const char *when)
+{
+	struct agentfilt_stats st;
+
+	CHECK(stats(dev, 0, AGENTFILT_STATS_FILE, &st) == 0, "%s: stats", when);
+	CHECK(st.counters.data_ready == st.counters.passed + st.counters.coalesced,
+	      "%s: data_ready %llu != passed %llu + coalesced %llu", when,
+	      (unsigned long long)st.counters.data_ready, (unsigned long long)st.counters.passed,
+	      (unsigned long long)st.counters.coalesced);
+	return 0;
+}
+
 static int t_race(void)
 {
 	struct agentfilt_event ev[32];
@@ -999,7 +820,7 @@ static int t_race(void)
 	struct timespec t0;
 	pthread_t th;
 	char buf[65536];
-	int s[16], dev = dev_open(), base = live_watches(), rounds = 0;
+	int s[16], dev = dev_open(), base = live_watches(), rounds = 0, watched[16] = { 0 };
 	long got = 0;
 
 	for (int i = 0; i < 16; i++) {
@@ -1009,24 +830,49 @@ static int t_race(void)
 	pthread_create(&th, NULL, race_traffic, &r);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (ms_since(&t0) < 3000) {
-		for (int i = 0; i < 16; i++)
-			watch(dev, s[i], i);
+		for (int i = 0; i < 16; i++) {
+			int ret = watch(dev, s[i], i), want = watched[i] ? -EEXIST : 0;
+
+			if (ret != want) {
+				r.stop = 1;
+				pthread_join(th, NULL);
+				return fail("round %d: watch %d returned %d, want %d", rounds, i,
+					    ret, want);
+			}
+			watched[i] = 1;
+		}
 		read_events(dev, ev, 32);
 		for (int i = 0; i < 16; i++) {
 			ssize_t n;
+			int ret;
 
 			while ((n = recv(s[i], buf, sizeof(buf), 0)) > 0)
 				got += n;
-			if (i % 2)
-				unwatch(dev, i);
+			if (i % 2 == 0)
+				continue;
+			ret = unwatch(dev, i);
+			watched[i] = 0;
+			if (ret) {
+				r.stop = 1;
+				pthread_join(th, NULL);
+				return fail("round %d: unwatch %d returned %d", rounds, i, ret);
+			}
 		}
 		if (++rounds % 8 == 0) {	/* release with watches live */
+			if (counters_add_up(dev, "under traffic")) {
+				r.stop = 1;
+				pthread_join(th, NULL);
+				return -1;
+			}
 			close(dev);
 			dev = dev_open();
+			memset(watched, 0, sizeof(watched));
 		}
 	}
 	r.stop = 1;
 	pthread_join(th, NULL);
+	if (counters_add_up(dev, "at the end"))
+		return -1;
 	close(dev);
 	for (int i = 0; i < 16; i++) {
 		ssize_t n;

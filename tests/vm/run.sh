@@ -3,13 +3,15 @@
 # `make vmtest`: builds agentfilt.ko against the Debian 6.1 and 6.12 kernel
 # headers (warning-free, sparse, checkpatch), boots each kernel in qemu (TCG)
 # with the module and the guest tests in an initramfs, and prints TAP.
-# VM_KERNELS="6.12" limits the kernels; VM_APPEND="agentmux.quick" runs
+# VM_KERNELS="6.12" limits the kernels (default "6.1 6.12 debug"; "debug": the
+# KASAN/lockdep kernel of tests/vm/debug-kernel.sh, built once and cached,
+# alone with `make vmtest-debug`); VM_APPEND="agentmux.quick" runs
 # only the module's own tests (no bpf_tests, KmodSource or e2e); VM_CACHE and VM_BUILD move the cache
 # and the build output (see common.sh).
 set -u
 cd "$(dirname "$0")/../.."
 . tests/vm/common.sh
-KERNELS=${VM_KERNELS:-6.1 6.12}
+KERNELS=${VM_KERNELS:-6.1 6.12 debug}
 VM_TIMEOUT=${VM_TIMEOUT:-420}
 mkdir -p "$VM_BUILD"
 LOG=$VM_BUILD/log
@@ -67,6 +69,23 @@ else
 	diag "$LOG/aftest-build.log"
 	finish
 fi
+if gcc -O2 -g -Wall -Wextra -Werror -static -Iinclude/uapi -o "$BIN/afhostile" \
+	tests/vm/afhostile.c -lpthread >"$LOG/afhostile-build.log" 2>&1; then
+	ok "vm: build the hostile-use guest tests"
+else
+	notok "vm: build the hostile-use guest tests"
+	diag "$LOG/afhostile-build.log"
+	finish
+fi
+# The compat ioctl path needs a 32-bit process (gcc-multilib).
+if gcc -m32 -O2 -Wall -Wextra -Werror -static -Iinclude/uapi -o "$BIN/afcompat" \
+	tests/vm/afcompat.c >"$LOG/afcompat-build.log" 2>&1; then
+	ok "vm: build the 32-bit guest test"
+else
+	notok "vm: build the 32-bit guest test (gcc-multilib; make deps)"
+	diag "$LOG/afcompat-build.log"
+	rm -f "$BIN/afcompat"
+fi
 if gcc -O2 -Wall -Wextra -Werror -static -o "$BIN/xfer" tests/vm/xfer.c \
 	>"$LOG/xfer-build.log" 2>&1; then :; else diag "$LOG/xfer-build.log"; fi
 # The KmodSource tests link libagent (dynamically: there is no static fmt).
@@ -95,9 +114,45 @@ add_bin() { # root file dest
 		done
 }
 
+# Copies the distro modules kTLS needs (tls.ko, gcm(aes)) decompressed
+# into the initramfs, with the order init.sh loads them in.
+add_ktls_modules() { # root
+	local dst=$1/lib/modules/extra i=0 m f
+	mkdir -p "$dst"
+	: >"$dst/order"
+	[ -n "${MODROOT:-}" ] || return 0
+	depmod -b "$MODROOT" "$KREL" 2>/dev/null || return 1
+	for m in $(for n in tls gcm ghash-generic ctr aesni-intel; do
+		modprobe -d "$MODROOT" -S "$KREL" --show-depends "$n" 2>/dev/null
+	done | awk '$1 == "insmod" && !seen[$2]++ {print $2}'); do
+		i=$((i + 1))
+		f=$dst/$i-$(basename "$m" | sed 's/\.\(xz\|zst\|gz\)$//')
+		case "$m" in
+		*.xz) xz -dc "$m" >"$f" ;;
+		*.zst) zstd -qdc "$m" >"$f" ;;
+		*) cp "$m" "$f" ;;
+		esac
+		echo "/lib/modules/extra/$(basename "$f")" >>"$dst/order"
+	done
+}
+
 # ---- per kernel ----
 for k in $KERNELS; do
-	if ! env=$(bash tests/vm/fetch.sh "$k" 2>"$LOG/fetch-$k.log"); then
+	append=${VM_APPEND:-}
+	tmo=$VM_TIMEOUT
+	if [ "$k" = debug ]; then
+		tmo=${VM_DEBUG_TIMEOUT:-1200}	# KASAN and lockdep in TCG: ~4x slower
+		# Built once, then cached (tests/vm/debug-kernel.sh); no BTF, so
+		# only the module's own tests run on it.
+		t0=$(date +%s)
+		if ! env=$(bash tests/vm/debug-kernel.sh 2>"$LOG/fetch-$k.log"); then
+			notok "$k: build the debug kernel (tests/vm/debug-kernel.sh)"
+			diag "$LOG/fetch-$k.log" | tail -30
+			continue
+		fi
+		echo "# debug kernel ready in $(($(date +%s) - t0)) s ($(tr '\n' ' ' <"$(dirname "$env")/build-time"))"
+		append="$append agentmux.quick"
+	elif ! env=$(bash tests/vm/fetch.sh "$k" 2>"$LOG/fetch-$k.log"); then
 		notok "$k: fetch the Debian kernel image and headers"
 		diag "$LOG/fetch-$k.log"
 		continue
@@ -132,7 +187,11 @@ for k in $KERNELS; do
 	printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$R/etc/passwd"
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$R/etc/group"
 	chmod +x "$R/init"
-	cp "$W/src/kmod/agentfilt.ko" "$BIN/aftest" "$R/"
+	cp "$W/src/kmod/agentfilt.ko" "$BIN/aftest" "$BIN/afhostile" "$R/"
+	[ -x "$BIN/afcompat" ] && cp "$BIN/afcompat" "$R/"
+	if ! add_ktls_modules "$R"; then
+		notok "$k: depmod of the guest kernel's modules"
+	fi
 	[ -x "$BIN/kmodsrc_test" ] && add_bin "$R" "$BIN/kmodsrc_test" /kmodsrc_test
 	[ -x "$BIN/xfer" ] && add_bin "$R" "$BIN/xfer" /usr/bin/xfer
 	[ -x build/agentproxy ] && add_bin "$R" build/agentproxy /usr/bin/agentproxy
@@ -142,10 +201,10 @@ for k in $KERNELS; do
 	(cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) >"$W/initrd.gz"
 
 	start=$(date +%s%N)
-	timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1G -smp 2 \
+	timeout "$tmo" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1G -smp 2 \
 		-display none -monitor none -no-reboot \
 		-kernel "$VMLINUZ" -initrd "$W/initrd.gz" \
-		-append "console=ttyS0 panic=-1 loglevel=7 ${VM_APPEND:-}" \
+		-append "console=ttyS0 panic=-1 loglevel=7 $append" \
 		-serial "file:$W/console.log" -serial "file:$W/tap.log" \
 		-serial "file:$W/dmesg.log" >"$W/qemu.log" 2>&1
 	rc=$?
@@ -172,7 +231,9 @@ for k in $KERNELS; do
 		tail -40 "$W/console.log" | diag
 	fi
 	pat='BUG|WARNING|Oops|refcount|lockdep|underflow|use-after-free|leak|Call Trace'
-	if grep -aE "$pat" "$W/dmesg.log" "$W/console.log" >"$W/dmesg-bad.log"; then
+	# The checkers' boot banners of the debug kernel are not findings.
+	banner='kmemleak: Kernel memory leak detector initialized|kmemleak: Automatic memory scanning|RCU lockdep checking is enabled|RCU callback double-/use-after-free debug is enabled'
+	if grep -aE "$pat" "$W/dmesg.log" "$W/console.log" | grep -avE "$banner" >"$W/dmesg-bad.log"; then
 		notok "$k: guest dmesg clean"
 		diag "$W/dmesg-bad.log" | head -60
 	else
