@@ -64,7 +64,7 @@ class BpfSource;
 // One io_uring operation of the source. Orphaned (src == null) when the
 // source goes away while it is in flight; it frees itself on its last CQE.
 struct Op final : Completion {
-	enum Kind { rb_poll, err_poll, kick } kind;
+	enum Kind { rb_poll, err_poll, kick, miss_check } kind;
 	BpfSource *src;
 	std::uint64_t token = 0; // err_poll: its watch; 0 once detached
 	bool armed = false;
@@ -235,6 +235,7 @@ private:
 	}
 
 	void arm_rb_poll();
+	void arm_miss_check();
 	void arm_err(Watch *w);
 	void schedule_kick();
 	void drain();
@@ -261,6 +262,8 @@ private:
 	std::unordered_set<Op *> ops_;
 	Op *rbpoll_ = nullptr;
 	Op *kick_ = nullptr;
+	Op *miss_check_ = nullptr; // a timeout: recursion misses with no record after
+	__kernel_timespec miss_check_ts_{};
 	std::vector<agentfilt_event> batch_;
 	std::deque<std::uint64_t> ready_;
 	bool redrain_ = false;
@@ -373,10 +376,21 @@ bool BpfSource::load(const BpfOptions &opts, std::string *err)
 
 	rbpoll_ = new Op(Op::rb_poll, this);
 	kick_ = new Op(Op::kick, this);
+	miss_check_ = new Op(Op::miss_check, this);
+	ops_.insert(miss_check_);
+	arm_miss_check();
 	ops_.insert(rbpoll_);
 	ops_.insert(kick_);
 	arm_rb_poll();
 	return true;
+}
+
+void BpfSource::arm_miss_check()
+{
+	miss_check_ts_.tv_sec = 0;
+	miss_check_ts_.tv_nsec = 100 * 1000 * 1000;
+	io_uring_prep_timeout(ring_.sqe(miss_check_), &miss_check_ts_, 0, 0);
+	miss_check_->armed = true;
 }
 
 void BpfSource::arm_rb_poll()
@@ -635,6 +649,16 @@ void BpfSource::complete(Op *op, int res, unsigned flags)
 		break;
 	case Op::kick:
 		run_ready();
+		break;
+	case Op::miss_check:
+		// A miss on a socket that never gets another record would wait
+		// for the next drain: look every 100 ms.
+		if (misses_.grew()) {
+			std::atomic_thread_fence(std::memory_order_seq_cst);
+			take({}, true);
+		}
+		if (!op->armed)
+			arm_miss_check();
 		break;
 	case Op::err_poll: {
 		if (op->token == 0) { // detached by unwatch

@@ -13,8 +13,10 @@ namespace agent {
 
 struct BpfOptions {
 	// Size of the BPF ring buffer in bytes: a power of two, at least one
-	// page (rounded up if not). A record takes 24 bytes.
-	std::size_t ring_bytes = 256 * 1024;
+	// page (rounded up if not). A record takes 24 bytes (16 and the ring's
+	// 8-byte header) and a watch has at most one queued (the pending flag),
+	// so 2 MiB holds one for each of the 65,536 slots: it cannot overflow.
+	std::size_t ring_bytes = 2 * 1024 * 1024;
 	// Most sockets watched at once (slots of the pending-flag array).
 	unsigned max_watches = 65536;
 };

@@ -242,6 +242,10 @@ class Backend:
         self._send(c, req, body)
 
     def _send(self, c, req, body):
+        # Recorded before the first byte goes: the proxy cannot have the
+        # response (and act on it) before this point.
+        with self.lock:
+            self.events.append(("answer", req.path))
         extra = "X-Body-Sha256: %s\r\nX-Seen-Via: %s\r\nX-Seen-XFF: %s\r\n" % (
             req.body_sha, req.header("via") or "", req.header("x-forwarded-for") or "")
         head = "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%sKeep-Alive: timeout=5\r\n" \
