@@ -46,23 +46,30 @@ struct Options {
 	bool verbose = false, quiet = false;
 };
 
+// The event source's counters, one line (every mode prints it).
+std::string events_line(EventSource &ev)
+{
+	EventCounters c = ev.counters();
+	return fmt::format("events[{}]: data_ready {} state_change {} write_space {} error_report {}; "
+			   "passed {} filtered {} coalesced {}; completions {} bytes {} overflows {} "
+			   "sweeps {}\n",
+			   ev.name(), c.data_ready, c.state_change, c.write_space, c.error_report,
+			   c.passed, c.filtered, c.coalesced, c.completions, c.bytes, c.overflows,
+			   c.sweeps);
+}
+
 void print_counters(const char *side, const ProxyStats &s, Agent &agent)
 {
-	EventSource &ev = agent.events();
 	const MemoryBudget &mem = agent.memory();
-	EventCounters c = ev.counters();
 	std::string out = fmt::format(
 		"stats[{}]: sessions opened {} done {} failed {} active {}; streams refused {}; "
 		"refused full {}; handshakes dropped {}; timeouts {}; "
 		"bytes in {} out {}; frames sent {} received {}; backpressure pauses {}; "
-		"memory held {} peak {}\n"
-		"events[{}]: data_ready {} state_change {} write_space {} error_report {}; "
-		"passed {} filtered {} coalesced {}; completions {} bytes {} overflows {}\n",
+		"memory held {} peak {}\n",
 		side, s.sessions_opened, s.sessions_done, s.sessions_failed, s.active,
 		s.streams_refused, s.refused_full, s.pending_dropped, s.timeouts, s.bytes_in, s.bytes_out, s.frames_sent, s.frames_received,
-		s.backpressure_pauses, mem.used(), mem.peak(), ev.name(), c.data_ready, c.state_change, c.write_space,
-		c.error_report, c.passed, c.filtered, c.coalesced, c.completions, c.bytes,
-		c.overflows);
+		s.backpressure_pauses, mem.used(), mem.peak()) +
+			  events_line(agent.events());
 	std::fwrite(out.data(), 1, out.size(), stdout);
 	std::fflush(stdout);
 }
@@ -260,21 +267,16 @@ void add_http_options(CLI::App *sub, HttpOptions &o)
 
 void print_http_counters(const HttpStats &s, Agent &agent)
 {
-	EventSource &ev = agent.events();
-	EventCounters c = ev.counters();
 	std::string out = fmt::format(
 		"stats[http]: sessions opened {} done {} failed {} active {}; refused full {}; "
 		"requests {} responses {} local errors {} bad gateway {} gateway timeouts {}; "
 		"timeouts {}; backend opened {} reused {} dropped {} retries {}; pool open {} "
-		"idle {}; held pauses {}; max parallel {}\n"
-		"events[{}]: data_ready {} state_change {} write_space {} error_report {}; "
-		"passed {} filtered {} coalesced {}; completions {} bytes {} overflows {}\n",
+		"idle {}; held pauses {}; max parallel {}\n",
 		s.clients_opened, s.clients_done, s.clients_failed, s.clients_active, s.refused_full,
 		s.requests, s.responses, s.local_errors, s.bad_gateway, s.gateway_timeouts,
 		s.timeouts, s.backend_opened, s.backend_reused, s.backend_dropped, s.retries,
-		s.pool_open, s.pool_idle, s.held_pauses, s.max_parallel, ev.name(), c.data_ready,
-		c.state_change, c.write_space, c.error_report, c.passed, c.filtered, c.coalesced,
-		c.completions, c.bytes, c.overflows);
+		s.pool_open, s.pool_idle, s.held_pauses, s.max_parallel) +
+			  events_line(agent.events());
 	std::fwrite(out.data(), 1, out.size(), stdout);
 	std::fflush(stdout);
 }

@@ -272,6 +272,7 @@ private:
 
 	std::uint64_t completions_ = 0;
 	std::uint64_t bytes_ = 0;
+	std::uint64_t sweeps_ = 0;
 	int rb_errors_ = 0;
 	RecursionMisses misses_;
 };
@@ -565,6 +566,8 @@ void BpfSource::deliver(std::uint64_t token)
 void BpfSource::take(const std::vector<agentfilt_event> &recs, bool all)
 {
 	std::vector<std::uint64_t> tokens;
+	if (all)
+		sweeps_++;
 	auto consider = [&](Watch *w) {
 		if (!w || w->paused || w->ended)
 			return; // the slot stays pending: no more records meanwhile
@@ -711,6 +714,7 @@ EventCounters BpfSource::counters() const
 	EventCounters c = from_kernel(t.counters, t.overflows);
 	c.completions = completions_;
 	c.bytes = bytes_;
+	c.sweeps = sweeps_;
 	return c;
 }
 

@@ -36,6 +36,7 @@ EventCounters &EventCounters::operator+=(const EventCounters &o)
 	completions += o.completions;
 	bytes += o.bytes;
 	overflows += o.overflows;
+	sweeps += o.sweeps;
 	return *this;
 }
 

@@ -22,6 +22,8 @@ check() { # name command...
 }
 
 echo "# guest $(uname -r)" >&3
+# What the kernel logs after this line is the tests' doing; before it, boot's.
+echo "agentmux: guest tests begin" >/dev/kmsg
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 # kmemleak (debug kernel): forget what boot left, report what the tests leak.
 [ -w /sys/kernel/debug/kmemleak ] && echo clear >/sys/kernel/debug/kmemleak

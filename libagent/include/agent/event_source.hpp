@@ -61,6 +61,8 @@ struct EventCounters {
 	std::uint64_t completions = 0; // io_uring CQEs the source consumed
 	std::uint64_t bytes = 0;       // bytes read from watched sockets
 	std::uint64_t overflows = 0;   // times the event queue overflowed
+	std::uint64_t sweeps = 0;      // times every watched socket was read again (an
+	                               // overflow, or an arrival the filter missed)
 
 	EventCounters &operator+=(const EventCounters &o);
 };
