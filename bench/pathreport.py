@@ -90,7 +90,10 @@ def ratio(a, b):
 
 
 def render_scenario(sc):
-    lines = [f"### {sc.get('label', sc['name'])}", ""]
+    how = f"`iperf3 -t {sc.get('seconds', '?')}`" + (
+        f" `-O {sc['omit']}` (the first {sc['omit']} s, slow start and session setup, left "
+        "out)" if sc.get("omit") else "")
+    lines = [f"### {sc.get('label', sc['name'])}", "", f"Each run: {how}.", ""]
     if sc.get("error") and not sc.get("runs"):
         return lines + [f"FAILED: {sc['error']}", ""]
     rows = summarize(sc)
@@ -188,8 +191,12 @@ def render_scenario(sc):
 
 def render_md(res):
     m = res["meta"]
-    lines = [f"## Path scenarios ({m['date']}, {m['seconds']} s x {m['repeats']} rounds, "
-             f"interleaved, forward; TCP {m['congestion']})", "",
+    lines = [f"## Path scenarios ({m['date']}, {m['repeats']} rounds, interleaved, forward "
+             f"(the client namespace sends); TCP {m['congestion']})", "",
+             "Every contender has its own iperf3 server; medians of the rounds. `retrans` is "
+             "what iperf3's sender reports: for HAProxy and agentproxy that is the loopback "
+             "leg into the proxy, for MPTCP the MPTCP socket; the streams' and subflows' own "
+             "retransmits are in the sockets table.", "",
              f"Load average at start {' '.join(m['loadavg_start'])}, at the end "
              f"{' '.join(m.get('loadavg_end', ['?']))} (2 shared cores: read the ratios). "
              f"{m['iperf3']}; agentproxy flags: {m['agent_flags'] or 'defaults'} "
@@ -225,7 +232,7 @@ def plot(outdir, res):
         ax.set_xticklabels([r["label"] for r in rows], rotation=25, ha="right", fontsize=8)
         ax.set_ylabel("Mbit/s received, median; bars: min–max")
         m = res["meta"]
-        ax.set_title(f"{sc['label']}; TCP {m['congestion']}, {m['seconds']} s x "
+        ax.set_title(f"{sc['label']}; TCP {m['congestion']}, {sc.get('seconds')} s x "
                      f"{m['repeats']} rounds, {m['date'][:16]}", fontsize=9)
         fig.tight_layout()
         path = os.path.join(outdir, f"paths-{sc['name']}.png")

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,10 +40,10 @@ from netpath import SERVER_IP  # noqa: E402
 SCENARIOS = {
     "lossy": {"label": "lossy: 40 ms RTT, 0.1% loss each way, 1 Gbit/s",
               "one_way_ms": 20, "loss": 0.001, "rate": "1gbit", "per_flow": None,
-              "rate_mbit": 1000},
+              "rate_mbit": 1000, "seconds": 5},
     "capped": {"label": "capped: 10 ms RTT, 100 Mbit/s per connection",
                "one_way_ms": 5, "loss": 0.0, "rate": None, "per_flow": "100mbit",
-               "rate_mbit": 100},
+               "rate_mbit": 100, "seconds": 3},
 }
 
 
@@ -55,21 +54,29 @@ def add_args(ap):
                    help="which scenarios (default lossy,capped)")
     g.add_argument("--path-streams", default="2,4,8",
                    help="N for agentproxy streams, iperf3 -P N, MPTCP subflows (2,4,8)")
-    g.add_argument("--path-seconds", type=int, default=4, help="iperf3 -t per run (4)")
+    g.add_argument("--path-seconds", type=int, default=0,
+                   help="iperf3 -t per run (default: lossy 5, capped 3)")
     g.add_argument("--path-repeats", type=int, default=3, help="rounds (3)")
+    g.add_argument("--path-omit", type=int, default=1,
+                   help="iperf3 -O: seconds left out at the start of each run on the lossy "
+                        "path, where slow start would dominate a short run (1)")
     g.add_argument("--path-timeout", type=int, default=480,
                    help="stop the path scenarios after this many seconds (480)")
     g.add_argument("--path-agent-flags", default="",
                    help="extra flags for stripe and join on the paths")
     g.add_argument("--path-stripe-flags", default="", help="extra flags for stripe only")
     g.add_argument("--path-join-flags", default="", help="extra flags for join only")
+    g.add_argument("--path-variant", action="append", default=[],
+                   metavar="NAME|STRIPE FLAGS|JOIN FLAGS",
+                   help="an extra agentproxy contender per N with these flags, in the same "
+                        "rounds (repeatable), e.g. 'chunk64k|--chunk 64K|'")
     g.add_argument("--path-only", default="",
                    help="contenders, comma separated: one, haproxy, flows, mptcp, "
                         "agentproxy (or e.g. agentproxy-8); default all")
 
 
 def quick(args):
-    args.path_seconds, args.path_repeats, args.path_streams = 2, 1, "4"
+    args.path_seconds, args.path_repeats, args.path_streams, args.path_omit = 2, 1, "4", 0
 
 
 # ------------------------------------------------------------------ contenders
@@ -130,24 +137,33 @@ def start_contenders(rt, path, args, streams, logdir, tmp, tag):
             p, srv = server(f"mptcp-{n}", mptcp=True)
             out.append(PathContender(f"mptcp-{n}", f"MPTCP {n} subflows", "mptcp", n, p, [],
                                      srv))
-    for n in streams:
-        key = f"agentproxy-{n}"
-        if not wanted(key):
+    variants = [("", "", "")]
+    for v in args.path_variant:
+        parts = (v.split("|") + ["", ""])[:3]
+        if not parts[0] or not re.fullmatch(r"[\w.-]+", parts[0]):
+            raise rt.Abort(f"--path-variant {v!r}: want NAME|STRIPE FLAGS|JOIN FLAGS")
+        variants.append(tuple(parts))
+    for (vname, vstripe, vjoin), n in [(v, n) for v in variants for n in streams]:
+        key = f"agentproxy-{n}" + (f"-{vname}" if vname else "")
+        if not wanted(key) and not (vname and wanted(f"agentproxy-{n}")):
             continue
         p, srv = server(key)
         back, front = next_port(), next_port()
         j = rt.spawn(f"path-{tag}-{key}-join",
                      ["ip", "netns", "exec", path.s, args.proxy, "join", "--listen",
                       f"{SERVER_IP}:{back}", "--target", f"{SERVER_IP}:{p}", "--events",
-                      "uring"] + cc + common + shlex.split(args.path_join_flags), logdir)
+                      "uring"] + cc + common + shlex.split(args.path_join_flags) +
+                     shlex.split(vjoin), logdir)
         s = rt.spawn(f"path-{tag}-{key}-stripe",
                      ["ip", "netns", "exec", path.c, args.proxy, "stripe", "--listen",
                       f"127.0.0.1:{front}", "--peer", f"{SERVER_IP}:{back}", "--streams",
                       str(n), "--events", "uring"] + cc + common +
-                     shlex.split(args.path_stripe_flags), logdir)
+                     shlex.split(args.path_stripe_flags) + shlex.split(vstripe), logdir)
         path.wait_listen([j], back, key)
         path.wait_listen([s], front, key)
-        c = PathContender(key, f"agentproxy {n} streams", "agentproxy", n, front, [s, j], srv)
+        label = f"agentproxy {n} streams" + (f" [{vname}: {(vstripe + ' ' + vjoin).strip()}]"
+                                               if vname else "")
+        c = PathContender(key, label, "agentproxy", n, front, [s, j], srv)
         c.stream_port = back
         out.append(c)
     return out
@@ -206,15 +222,17 @@ def sample(path, c, out):
         out["error"] = str(e)
 
 
-def iperf(path, c, seconds, rt):
+def iperf(path, c, seconds, rt, omit=0):
     argv = ["ip", "netns", "exec", path.c] + (["mptcpize", "run"] if c.kind == "mptcp" else [])
     host = "127.0.0.1" if c.kind in ("haproxy", "agentproxy") else SERVER_IP
     argv += ["iperf3", "-c", host, "-p", str(c.port), "-t", str(seconds), "-J",
              "--connect-timeout", "3000"]
+    if omit:
+        argv += ["-O", str(omit)]
     if c.kind == "flows":
         argv += ["-P", str(c.n)]
     ss = {}
-    timer = threading.Timer(min(seconds * 0.6, seconds - 0.5), sample, (path, c, ss))
+    timer = threading.Timer(omit + min(seconds * 0.6, seconds - 0.5), sample, (path, c, ss))
     timer.start()
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 20)
@@ -259,9 +277,13 @@ def streams_of(c, ss):
 def run_scenario(rt, args, name, logdir, tmp, progress, deadline, results):
     sc = SCENARIOS[name]
     streams = [int(x) for x in args.path_streams.split(",") if x]
+    omit = args.path_omit if sc["loss"] else 0
+    seconds = args.path_seconds or sc["seconds"]
     path = netpath.Path(rt, logdir, args.delayline, name, sc["one_way_ms"], sc["loss"],
                         rate=sc["rate"], per_flow=sc["per_flow"], congestion=args.path_cc)
     res = {"name": name, "label": sc["label"], "config": {k: v for k, v in sc.items()},
+           "seconds": args.path_seconds or sc["seconds"],
+           "omit": args.path_omit if sc["loss"] else 0,
            "runs": [], "validation": {}, "contenders": [], "agent_stats": {}}
     results.append(res)  # kept even if the run is cut short
     try:
@@ -279,7 +301,7 @@ def run_scenario(rt, args, name, logdir, tmp, progress, deadline, results):
                         ["ip", "netns", "exec", path.s, "iperf3", "-s", "-B", SERVER_IP, "-p",
                          "5200"], logdir)
         path.wait_listen([proc], 5200, "iperf3 check server")
-        r, err, ss = iperf(path, one, args.path_seconds + 1, rt)
+        r, err, ss = iperf(path, one, seconds, rt, omit)
         rt.stop(proc)
         v["one_flow_no_loss_mbit"] = r["bps"] / 1e6 if r else None
         v["one_flow_no_loss_error"] = err
@@ -304,7 +326,7 @@ def run_scenario(rt, args, name, logdir, tmp, progress, deadline, results):
                 if c.kind == "mptcp":
                     path.set_mptcp_subflows(c.n)
                 before = path.counters()
-                r, err, ss = iperf(path, c, args.path_seconds, rt)
+                r, err, ss = iperf(path, c, seconds, rt, omit)
                 after = path.counters()
                 run = {"key": c.key, "round": rnd, "error": err,
                        "mbit": r["bps"] / 1e6 if r else None,
@@ -385,7 +407,9 @@ def run(args, logdir, rt, progress=print):
     netpath.cleanup_stale()
     out = {"meta": {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                     "loadavg_start": open("/proc/loadavg").read().split()[:3],
-                    "seconds": args.path_seconds, "repeats": args.path_repeats,
+                    "seconds": args.path_seconds or "per scenario",
+                    "repeats": args.path_repeats,
+                    "omit_lossy": args.path_omit,
                     "congestion": args.path_cc,
                     "agent_flags": " ".join(x for x in (
                         args.path_agent_flags,
