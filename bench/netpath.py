@@ -62,11 +62,23 @@ def _kill_ns(ns):
     sh(["ip", "netns", "del", ns], check=False)
 
 
+def _bench_alive(pid):
+    """Whether pid is still a running bench (not gone, not a zombie, not a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read()
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X") and b"bench/" in cmd
+
+
 def cleanup_stale():
     """Deletes the namespaces of benches that are no longer running."""
     for ns in _netns_list():
         m = NS_RE.match(ns)
-        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+        if m and int(m.group(1)) != os.getpid() and not _bench_alive(m.group(1)):
             _kill_ns(ns)
 
 

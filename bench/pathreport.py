@@ -30,6 +30,8 @@ def summarize(sc):
             "min": min((r["mbit"] for r in ok), default=None),
             "max": max((r["mbit"] for r in ok), default=None),
             "retrans": med([r["retransmits"] for r in ok]),
+            "proxy_cpu": med([r.get("proxy_cpu") for r in ok]),
+            "machine_busy": med([r.get("machine_busy") for r in ok]),
             "cc": sorted({x for r in ok for x in r.get("cc", [])}),
         })
         if c["kind"] == "mptcp":
@@ -85,6 +87,10 @@ def f1(x, nd=1):
     return "-" if x is None else f"{x:.{nd}f}"
 
 
+def pct(x):
+    return "-" if x is None else f"{x * 100:.0f}%"
+
+
 def ratio(a, b):
     return f"{a / b:.2f}x" if a and b else "-"
 
@@ -102,8 +108,9 @@ def render_scenario(sc):
     one = rows.get("one", {}).get("mbit")
     capped = bool(cfg.get("per_flow"))
     lines += ["| contender | Mbit/s (median) | min–max | retrans (median) | vs 1 connection "
-              f"| vs N flows | vs MPTCP N | {'vs N x 1 connection' if capped else ''} |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              f"| vs N flows | vs MPTCP N | {'vs N x 1 connection' if capped else ''} "
+              "| proxy CPU | machine busy |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, r in rows.items():
         n = r["n"]
         vs_flows = vs_mptcp = vs_n1 = "-"
@@ -120,7 +127,8 @@ def render_scenario(sc):
             label += f" ({len(r['errors'])} failed: {r['errors'][0][:60]})"
         lines.append(f"| {label} | {f1(r['mbit'])} | {f1(r['min'])}–{f1(r['max'])} | "
                      f"{f1(r['retrans'], 0)} | {ratio(r['mbit'], one)} | {vs_flows} | "
-                     f"{vs_mptcp} | {vs_n1 if capped else ''} |")
+                     f"{vs_mptcp} | {vs_n1 if capped else ''} | {pct(r['proxy_cpu'])} | "
+                     f"{pct(r['machine_busy'])} |")
     lines += ["", "Targets (medians of this run):", ""]
     for n, peer, want in TARGETS.get(sc["name"], []):
         a = rows.get(f"agentproxy-{n}", {}).get("mbit")

@@ -4,6 +4,7 @@
 
   lossy   20 ms each way (40 ms RTT), 0.1% loss per segment each way, 1 Gbit/s (tbf)
   capped  5 ms each way (10 ms RTT), no loss, 100 Mbit/s per connection (HTB per flow)
+Runs are `iperf3 -t S -O 1` (lossy S = 5, capped 3): the first second is left out.
 
 Contenders, each with its own iperf3 server in the server namespace, all forward
 (client namespace sends), interleaved rounds, medians:
@@ -58,8 +59,8 @@ def add_args(ap):
                    help="iperf3 -t per run (default: lossy 5, capped 3)")
     g.add_argument("--path-repeats", type=int, default=3, help="rounds (3)")
     g.add_argument("--path-omit", type=int, default=1,
-                   help="iperf3 -O: seconds left out at the start of each run on the lossy "
-                        "path, where slow start would dominate a short run (1)")
+                   help="iperf3 -O: seconds left out at the start of each run (slow start "
+                        "and session setup, which dominate a short run on a lossy path; 1)")
     g.add_argument("--path-timeout", type=int, default=480,
                    help="stop the path scenarios after this many seconds (480)")
     g.add_argument("--path-agent-flags", default="",
@@ -277,13 +278,13 @@ def streams_of(c, ss):
 def run_scenario(rt, args, name, logdir, tmp, progress, deadline, results):
     sc = SCENARIOS[name]
     streams = [int(x) for x in args.path_streams.split(",") if x]
-    omit = args.path_omit if sc["loss"] else 0
+    omit = args.path_omit
     seconds = args.path_seconds or sc["seconds"]
     path = netpath.Path(rt, logdir, args.delayline, name, sc["one_way_ms"], sc["loss"],
                         rate=sc["rate"], per_flow=sc["per_flow"], congestion=args.path_cc)
     res = {"name": name, "label": sc["label"], "config": {k: v for k, v in sc.items()},
            "seconds": args.path_seconds or sc["seconds"],
-           "omit": args.path_omit if sc["loss"] else 0,
+           "omit": args.path_omit,
            "runs": [], "validation": {}, "contenders": [], "agent_stats": {}}
     results.append(res)  # kept even if the run is cut short
     try:
@@ -326,13 +327,20 @@ def run_scenario(rt, args, name, logdir, tmp, progress, deadline, results):
                 if c.kind == "mptcp":
                     path.set_mptcp_subflows(c.n)
                 before = path.counters()
+                pg = {p.pid for p in c.procs}
+                cpu0, busy0, t0 = rt.cpu_seconds(pg) if pg else 0, rt.cpu_times(), \
+                    time.monotonic()
                 r, err, ss = iperf(path, c, seconds, rt, omit)
+                wall = time.monotonic() - t0
+                cpu = (rt.cpu_seconds(pg) - cpu0) / wall if pg else None
+                busy1 = rt.cpu_times()
                 after = path.counters()
                 run = {"key": c.key, "round": rnd, "error": err,
                        "mbit": r["bps"] / 1e6 if r else None,
                        "retransmits": r["retransmits"] if r else None,
                        "sent_bytes": r["sent_bytes"] if r else None,
-                       "delayline": delta(before, after), "ss": ss,
+                       "delayline": delta(before, after), "ss": ss, "proxy_cpu": cpu,
+                       "machine_busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
                        "streams": streams_of(c, ss)}
                 run["cc"] = sorted({s["cc"] for s in run["streams"] if s["cc"]})
                 if c.kind == "mptcp":
@@ -341,6 +349,9 @@ def run_scenario(rt, args, name, logdir, tmp, progress, deadline, results):
                 extra = ""
                 if c.kind == "mptcp":
                     extra = f"  subflows {run['mptcp_subflows']}"
+                if cpu is not None:
+                    extra += f"  proxy CPU {cpu * 100:3.0f}%"
+                extra += f"  machine busy {run['machine_busy'] * 100:3.0f}%"
                 if r:
                     line = f"{r['bps'] / 1e6:7.1f} Mbit/s  retrans {r['retransmits']}{extra}"
                 else:
