@@ -233,8 +233,8 @@ def plot(outdir, res):
         err = [[r["mbit"] - r["min"] for r in rows], [r["max"] - r["mbit"] for r in rows]]
         bars = ax.bar(xs, vals, 0.7, yerr=err, capsize=3,
                       color=[colors.get(r["kind"], "#999") for r in rows])
-        for b, v in zip(bars, vals):
-            ax.annotate(f"{v:.0f}", (b.get_x() + b.get_width() / 2, v), ha="center",
+        for b, v, up in zip(bars, vals, err[1]):
+            ax.annotate(f"{v:.0f}", (b.get_x() + b.get_width() / 2, v + up), ha="center",
                         va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
         ax.set_xticks(list(xs))
         ax.set_xticklabels([r["label"] for r in rows], rotation=25, ha="right", fontsize=8)
