@@ -162,8 +162,9 @@ def start_contenders(rt, path, args, streams, logdir, tmp, tag):
                      shlex.split(args.path_stripe_flags) + shlex.split(vstripe), logdir)
         path.wait_listen([j], back, key)
         path.wait_listen([s], front, key)
-        label = f"agentproxy {n} streams" + (f" [{vname}: {(vstripe + ' ' + vjoin).strip()}]"
-                                               if vname else "")
+        how = "; ".join(f"{side} {fl}" for side, fl in (("stripe", vstripe), ("join", vjoin))
+                        if fl.strip())
+        label = f"agentproxy {n} streams" + (f" [{vname}: {how}]" if vname else "")
         c = PathContender(key, label, "agentproxy", n, front, [s, j], srv)
         c.stream_port = back
         out.append(c)
