@@ -209,6 +209,9 @@ def render_md(res):
              f"{' '.join(m.get('loadavg_end', ['?']))} (2 shared cores: read the ratios). "
              f"{m['iperf3']}; agentproxy flags: {m['agent_flags'] or 'defaults'} "
              f"(+ --congestion {m['congestion']}); {m.get('elapsed_seconds', '?')} s.", ""]
+    if m["repeats"] < 3:
+        lines += [f"**{m['repeats']} round(s) only (e.g. `--quick`): a smoke run; the lossy "
+                  "path varies by ±30% a run, so judge no target from it.**", ""]
     for sc in res["scenarios"]:
         lines += render_scenario(sc)
     if res.get("error"):
