@@ -9,6 +9,7 @@
 
 BENCH_RELAY := $(BUILD)/bench_relay
 BENCH_PINGPONG := $(BUILD)/bench_pingpong
+BENCH_DELAYLINE := $(BUILD)/bench_delayline
 BENCH_PY    ?= /usr/bin/python3
 BENCH_ARGS  ?=
 
@@ -20,8 +21,12 @@ $(BENCH_PINGPONG): bench/pingpong.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -Wall -Wextra -Werror -pthread -o $@ $<
 
+$(BENCH_DELAYLINE): bench/delayline.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -Wall -Wextra -Werror -pthread -o $@ $<
+
 bench: .deps-ok
-	$(MAKE) all $(BENCH_RELAY) $(BENCH_PINGPONG)
+	$(MAKE) all $(BENCH_RELAY) $(BENCH_PINGPONG) $(BENCH_DELAYLINE)
 	$(BENCH_PY) bench/run.py --build $(BUILD) $(BENCH_ARGS)
 	$(BENCH_PY) bench/http_bench.py --build $(BUILD) $(BENCH_HTTP_ARGS)
 
@@ -32,4 +37,12 @@ bench: .deps-ok
 .PHONY: bench-http
 bench-http: .deps-ok
 	$(MAKE) all
-	$(BENCH_PY) bench/http_bench.py --build $(BUILD)
+	$(BENCH_PY) bench/http_bench.py --build $(BUILD) $(BENCH_HTTP_ARGS)
+
+# The path scenarios alone (bench/paths.py): lossy and capped paths in namespaces.
+# PATHS_ARGS passes options, e.g. make bench-paths PATHS_ARGS=--quick
+PATHS_ARGS ?=
+.PHONY: bench-paths
+bench-paths: .deps-ok
+	$(MAKE) all $(BENCH_DELAYLINE)
+	$(BENCH_PY) bench/paths.py --build $(BUILD) $(PATHS_ARGS)

@@ -42,6 +42,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import latency  # noqa: E402
+import pathreport  # noqa: E402
+import paths  # noqa: E402
 
 HOST = "127.0.0.1"  # the only address this script ever uses
 GB = 1e9            # GB/s here means 10^9 bytes per second
@@ -792,8 +794,10 @@ def main():
                          "contender alike and put back after (default: leave it, "
                          "the run records it)")
     ap.add_argument("--no-plot", action="store_true")
+    paths.add_args(ap)
     args = ap.parse_args()
     if args.quick:
+        paths.quick(args)
         args.seconds, args.repeats, args.streams = 2, 1, "4"
         args.sessions = min(args.sessions, 100)
         args.latency_count = min(args.latency_count, 1000)
@@ -859,6 +863,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="agentmux-bench-")
     runs, memory, mem_error, contenders = [], None, None, []
     latency_runs, latency_summary = [], None
+    path_results = None
     started = time.monotonic()
     rc = 0
     try:
@@ -931,6 +936,10 @@ def main():
                     raise
                 mem_error = str(e)
                 print(f"bench: memory test failed: {e}", flush=True)
+        if not args.no_paths:  # bench/paths.py: lossy and capped paths in namespaces
+            signal.alarm(args.path_timeout + 30)
+            path_results = paths.run(args, logdir, sys.modules[__name__],
+                                     lambda line: print(line, flush=True))
     except Abort as e:
         print(f"\nbench: aborted: {e}", file=sys.stderr, flush=True)
         rc = 1
@@ -952,6 +961,8 @@ def main():
     md = render_md(meta, contenders, summ, dirs, memory, mem_error)
     if latency_summary:
         md += "\n" + latency.render_md(latency_summary, args.latency_count, args.latency_size)
+    if path_results:
+        md += "\n" + pathreport.render_md(path_results)
     print()
     print(md)
     with open(os.path.join(out, "results.md"), "w") as fh:
@@ -959,7 +970,8 @@ def main():
     with open(os.path.join(out, "results.json"), "w") as fh:
         json.dump({"meta": meta, "summary": list(summ.values()), "memory": memory,
                    "memory_error": mem_error, "runs": runs,
-                   "latency": {"summary": latency_summary, "runs": latency_runs}},
+                   "latency": {"summary": latency_summary, "runs": latency_runs},
+                   "paths": path_results},
                   fh, indent=1)
     if not args.no_plot:
         try:
@@ -968,6 +980,8 @@ def main():
                 latency.plot(os.path.join(out, "latency.png"), latency_summary,
                              f"{args.latency_size}-byte round trips, {meta['congestion']}, "
                              f"{meta['date']}")
+            if path_results:
+                pathreport.plot(out, path_results)
         except Exception as e:  # a missing matplotlib must not hide the numbers
             print(f"bench: no plot: {e}", file=sys.stderr)
     print(f"bench: wrote {out}/results.md, results.json, throughput.png, latency.png "

@@ -25,7 +25,7 @@ MAIN_PKGS=(build-essential pkg-config liburing-dev libfmt-dev libcli11-dev libss
 	clang llvm libclang-rt-14-dev libelf-dev zlib1g-dev
 	iperf3 haproxy socat iproute2 procps psmisc python3 python3-matplotlib
 	qemu-system-x86 busybox-static cpio kmod dwarves sparse xz-utils zstd nftables
-	gcc-multilib flex bison bc)
+	gcc-multilib flex bison bc mptcpize iputils-ping)
 BPO_PKGS=(libbpf-dev bpftool libcatch2-dev)
 
 missing=()
