@@ -24,8 +24,59 @@ namespace {
 // maps and device, the listener, the pipe pool.
 constexpr std::uint64_t kReservedFds = 64;
 
-struct Options {
-	std::string listen, peer, target, key_file, events = "auto", user;
+// What every mode takes: the event source, the receive buffers, the counters,
+// the user to become, how much to log.
+struct AgentFlags {
+	std::string events = "auto", user;
+	unsigned buffers = 512;
+	std::size_t buffer_size = 64 * 1024;
+	unsigned stats_interval = 0;
+	bool verbose = false, quiet = false;
+};
+
+// events_what names what the event source watches; verbose_what what -v logs.
+void add_agent_flags(CLI::App *sub, AgentFlags &o, const char *events_what,
+		     const char *verbose_what)
+{
+	sub->add_option("--events", o.events,
+			std::string("event source") + events_what +
+				": auto (kmod if /dev/agentfilt exists, else bpf if it loads, "
+				"else uring), uring, kmod or bpf")
+		->check(CLI::IsMember({"auto", "uring", "kmod", "bpf"}))
+		->capture_default_str();
+	sub->add_option("--buffers", o.buffers, "provided receive buffers (power of two)")
+		->check(CLI::IsMember({64u, 128u, 256u, 512u, 1024u, 2048u, 4096u, 8192u}))
+		->capture_default_str();
+	sub->add_option("--buffer-size", o.buffer_size, "bytes per receive buffer")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(4096), std::size_t(1) << 20))
+		->capture_default_str();
+	sub->add_option("--stats-interval", o.stats_interval,
+			"print the counters every N seconds (0: only on exit and SIGUSR1)")
+		->capture_default_str();
+	sub->add_option("--user", o.user,
+			"after setup (event source loaded, port bound) switch to this user "
+			"for good");
+	sub->add_flag("-v,--verbose", o.verbose, verbose_what);
+	sub->add_flag("-q,--quiet", o.quiet, "log errors only");
+}
+
+AgentOptions agent_options(const AgentFlags &o)
+{
+	AgentOptions ao;
+	parse_event_kind(o.events, ao.events);
+	ao.buffer_count = o.buffers;
+	ao.buffer_size = o.buffer_size;
+	return ao;
+}
+
+void set_logging(const AgentFlags &o)
+{
+	set_log_level(o.verbose ? LogLevel::debug : o.quiet ? LogLevel::error : LogLevel::info);
+}
+
+struct Options : AgentFlags {
+	std::string listen, peer, target, key_file;
 	unsigned streams = 4;
 	std::size_t chunk = 1024 * 1024; // per-frame costs (header, stream switch) amortized
 	std::size_t reorder_budget = 8u << 20;
@@ -38,12 +89,8 @@ struct Options {
 	unsigned keepalive_s = 60;
 	unsigned max_sessions = 4096;
 	unsigned max_pending = 1024;
-	unsigned buffers = 512;
-	std::size_t buffer_size = 64 * 1024;
-	unsigned stats_interval = 0;
 	std::string data_path = "splice";
 	std::string congestion;
-	bool verbose = false, quiet = false;
 };
 
 // The event source's counters, one line (every mode prints it).
@@ -77,11 +124,7 @@ void print_counters(const char *side, const ProxyStats &s, Agent &agent)
 void add_common(CLI::App *sub, Options &o)
 {
 	sub->add_option("--listen", o.listen, "address to accept on, HOST:PORT")->required();
-	sub->add_option("--events", o.events,
-			"event source: auto (kmod if /dev/agentfilt exists, else bpf if it "
-			"loads, else uring), uring, kmod or bpf")
-		->check(CLI::IsMember({"auto", "uring", "kmod", "bpf"}))
-		->capture_default_str();
+	add_agent_flags(sub, o, "", "log every session");
 	sub->add_option("--key-file", o.key_file,
 			"shared key (>= 16 bytes); HELLOs carry an HMAC-SHA256 of it and a "
 			"join side with a key refuses streams without a valid one");
@@ -134,13 +177,6 @@ void add_common(CLI::App *sub, Options &o)
 			"are refused")
 		->check(CLI::Range(1u, 1000000u))
 		->capture_default_str();
-	sub->add_option("--buffers", o.buffers, "provided receive buffers (power of two)")
-		->check(CLI::IsMember({64u, 128u, 256u, 512u, 1024u, 2048u, 4096u, 8192u}))
-		->capture_default_str();
-	sub->add_option("--buffer-size", o.buffer_size, "bytes per receive buffer")
-		->transform(CLI::AsSizeValue(false))
-		->check(CLI::Range(std::size_t(4096), std::size_t(1) << 20))
-		->capture_default_str();
 	sub->add_option("--data-path", o.data_path,
 			"splice: payload moves between sockets through pipes, never copied "
 			"to user space; copy: through the receive buffers")
@@ -151,20 +187,12 @@ void add_common(CLI::App *sub, Options &o)
 			"(e.g. cubic, reno, bbr; default: the system's, "
 			"net.ipv4.tcp_congestion_control). bbr paces each stream with a timer "
 			"where the qdisc is not fq");
-	sub->add_option("--stats-interval", o.stats_interval,
-			"print the counters every N seconds (0: only on exit and SIGUSR1)")
-		->capture_default_str();
-	sub->add_option("--user", o.user,
-			"after setup (event source loaded, port bound) switch to this user "
-			"for good");
-	sub->add_flag("-v,--verbose", o.verbose, "log every session");
-	sub->add_flag("-q,--quiet", o.quiet, "log errors only");
 }
 
 // ---- http: pipelined requests over pooled backend connections -------------------
 
-struct HttpOptions {
-	std::string listen, events = "auto", user;
+struct HttpOptions : AgentFlags {
+	std::string listen;
 	std::vector<std::string> backends;
 	unsigned pool = 32;
 	std::size_t hold_budget = 1u << 20;
@@ -175,10 +203,6 @@ struct HttpOptions {
 	unsigned max_clients = 4096;
 	unsigned header_ms = 10000, idle_s = 60, backend_ms = 30000, connect_ms = 5000;
 	unsigned pool_idle_s = 30, linger_ms = 5000;
-	unsigned buffers = 512;
-	std::size_t buffer_size = 64 * 1024;
-	unsigned stats_interval = 0;
-	bool verbose = false, quiet = false;
 };
 
 void add_http_options(CLI::App *sub, HttpOptions &o)
@@ -188,13 +212,10 @@ void add_http_options(CLI::App *sub, HttpOptions &o)
 			"an HTTP/1.1 server, HOST:PORT; repeat for several (each request goes to "
 			"the one with the fewest outstanding)")
 		->required();
+	add_agent_flags(sub, o, " of the client sockets",
+			"log every request (an access log line each)");
 	sub->add_option("--pool", o.pool, "keep-alive connections per backend, busy or idle")
 		->check(CLI::Range(1u, 65536u))
-		->capture_default_str();
-	sub->add_option("--events", o.events,
-			"event source of the client sockets: auto (kmod if /dev/agentfilt exists, "
-			"else bpf if it loads, else uring), uring, kmod or bpf")
-		->check(CLI::IsMember({"auto", "uring", "kmod", "bpf"}))
 		->capture_default_str();
 	sub->add_option("--hold-budget", o.hold_budget,
 			"response bytes held per client while earlier responses are due; past "
@@ -248,21 +269,6 @@ void add_http_options(CLI::App *sub, HttpOptions &o)
 			"ms a closing client connection may take to flush before it is reset")
 		->check(CLI::Range(1u, 600000u))
 		->capture_default_str();
-	sub->add_option("--buffers", o.buffers, "provided receive buffers (power of two)")
-		->check(CLI::IsMember({64u, 128u, 256u, 512u, 1024u, 2048u, 4096u, 8192u}))
-		->capture_default_str();
-	sub->add_option("--buffer-size", o.buffer_size, "bytes per receive buffer")
-		->transform(CLI::AsSizeValue(false))
-		->check(CLI::Range(std::size_t(4096), std::size_t(1) << 20))
-		->capture_default_str();
-	sub->add_option("--stats-interval", o.stats_interval,
-			"print the counters every N seconds (0: only on exit and SIGUSR1)")
-		->capture_default_str();
-	sub->add_option("--user", o.user,
-			"after setup (event source loaded, port bound) switch to this user "
-			"for good");
-	sub->add_flag("-v,--verbose", o.verbose, "log every request (an access log line each)");
-	sub->add_flag("-q,--quiet", o.quiet, "log errors only");
 }
 
 void print_http_counters(const HttpStats &s, Agent &agent)
@@ -284,7 +290,7 @@ void print_http_counters(const HttpStats &s, Agent &agent)
 int run_http(const HttpOptions &o)
 {
 	set_log_name("agentproxy[http]");
-	set_log_level(o.verbose ? LogLevel::debug : o.quiet ? LogLevel::error : LogLevel::info);
+	set_logging(o);
 	auto usage_error = [](const std::string &msg) {
 		std::fprintf(stderr, "agentproxy http: %s\nRun 'agentproxy http --help' for usage.\n",
 			     msg.c_str());
@@ -329,10 +335,7 @@ int run_http(const HttpOptions &o)
 		cfg.max_clients = static_cast<unsigned>(spare);
 	}
 
-	AgentOptions ao;
-	parse_event_kind(o.events, ao.events);
-	ao.buffer_count = o.buffers;
-	ao.buffer_size = o.buffer_size;
+	AgentOptions ao = agent_options(o);
 	auto agent = Agent::create(ao, &err);
 	if (!agent) {
 		std::fprintf(stderr, "agentproxy http: --events %s: %s\n", o.events.c_str(),
@@ -432,7 +435,7 @@ int main(int argc, char **argv)
 	const bool is_stripe = stripe->parsed();
 	const char *side = is_stripe ? "stripe" : "join";
 	set_log_name(fmt::format("agentproxy[{}]", side));
-	set_log_level(o.verbose ? LogLevel::debug : o.quiet ? LogLevel::error : LogLevel::info);
+	set_logging(o);
 
 	auto usage_error = [&](const std::string &msg) {
 		std::fprintf(stderr, "agentproxy %s: %s\nRun 'agentproxy %s --help' for usage.\n",
@@ -496,10 +499,7 @@ int main(int argc, char **argv)
 		cfg.max_sessions = static_cast<unsigned>(std::max<std::uint64_t>(reachable, 1));
 	}
 
-	AgentOptions ao;
-	parse_event_kind(o.events, ao.events);
-	ao.buffer_count = o.buffers;
-	ao.buffer_size = o.buffer_size;
+	AgentOptions ao = agent_options(o);
 	ao.memory_cap = o.max_memory;
 	auto agent = Agent::create(ao, &err);
 	if (!agent) {
