@@ -15,10 +15,9 @@ import subprocess
 import threading
 import time
 
-from harness import (AGENTPROXY, DATA_PATH, EVENTS, HOST, KiB, MiB, Data, Sender, Skip, check,
-                     data_frame, exchange, free_port, handshake, hello_frame, receive_all,
-                     wait_closed,
-                     set_reset_linger)
+from harness import (AGENTPROXY, DATA_PATH, EVENTS, HOST, SANITIZE, KiB, MiB, Data, Sender,
+                     Skip, check, data_frame, exchange, free_port, handshake, hello_frame,
+                     receive_all, set_reset_linger, wait_closed)
 from probes import Baseline, counters, idle_cpu, tcp_state, wait_until
 
 RELEASE_DEADLINE = 10.0
@@ -270,6 +269,11 @@ def t_idle_client_flood(mkenv):
     """3,000 idle clients on the stripe port of a proxy limited to 1,024
     descriptors: the flood is refused past --max-sessions, the session that
     was running carries on intact, and every socket comes back."""
+    if SANITIZE:
+        # A burst of accepts can use the last descriptors for a moment; the
+        # sanitizers then cannot open the pipe they probe memory with, and
+        # report every object invalid. The plain e2e suite runs this test.
+        raise Skip("a sanitizer build cannot itself run out of descriptors")
     env = mkenv()
     b = Behaviours()
     tgt = env.target(b)
