@@ -244,12 +244,13 @@ void Session::update_plain_pause()
 {
 	bool full, roomy;
 	if (splice_) {
-		// Spliced: a stream takes one frame at a time.
+		// Spliced: a stream takes one frame at a time (and each needs a
+		// pipe: none to be had, reading waits for pipe_retry_).
 		bool any = false;
 		for (auto &st : streams_)
 			any = any || st->conn.can_send_direct();
-		full = !any;
-		roomy = any;
+		full = !any || pipe_wait_;
+		roomy = any && !pipe_wait_;
 	} else {
 		std::size_t least = SIZE_MAX;
 		for (auto &st : streams_)
@@ -517,7 +518,8 @@ void Session::pump()
 
 void Session::apply_pause(Stream &st)
 {
-	bool want = phase_ == Phase::setup || ingress_paused_ || st.blocked || st.parked;
+	bool want = phase_ == Phase::setup || ingress_paused_ || st.blocked || st.parked ||
+		    pipe_wait_;
 	if (want)
 		st.pause();
 	else

@@ -181,6 +181,7 @@ private:
 	void pull_failed(Stream &st, ssize_t res, bool inside_frame);
 	void data_done(Stream &st, std::uint64_t seq);
 	bool take_pipe(Pipe &pipe, std::size_t capacity);
+	void on_pipe_retry();
 	Stream *due_stream(const Stream *besides) const;
 	std::string data_seq_error(const Stream &st, std::uint64_t seq) const;
 	bool fits_reorder(const wire::Header &h) const;
@@ -253,6 +254,10 @@ private:
 
 	Agent::Clock::time_point last_progress_;
 	Timer idle_timer_{[this] { on_idle(); }};
+	// Out of descriptors for a pipe: readers paused until the retry.
+	static constexpr std::chrono::milliseconds kPipeRetry{100};
+	bool pipe_wait_ = false;
+	Timer pipe_retry_{[this] { on_pipe_retry(); }};
 	Timer handshake_timer_{[this] { on_streams_late(); }};
 };
 

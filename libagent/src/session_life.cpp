@@ -108,6 +108,7 @@ void Session::finish()
 	phase_ = Phase::closing;
 	idle_timer_.cancel();
 	handshake_timer_.cancel();
+	pipe_retry_.cancel();
 	stats_.sessions_done++;
 	stats_.active--;
 	log(LogLevel::debug, "{}: done", tag());
@@ -145,6 +146,7 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 	phase_ = Phase::closing;
 	idle_timer_.cancel();
 	handshake_timer_.cancel();
+	pipe_retry_.cancel();
 	stats_.sessions_failed++;
 	stats_.active--;
 	log(LogLevel::warn, "{}: {}", tag(), reason);

@@ -290,13 +290,43 @@ void Session::data_done(Stream &st, std::uint64_t seq)
 }
 
 // A pipe for bytes on their way; none to be had ends the session.
+// A pipe for bytes on their way. Out of descriptors (other sessions, or a
+// burst of accepts, hold them for now) the session waits: its readers pause
+// and try again in a moment (pipe_retry_); anything else ends the session.
 bool Session::take_pipe(Pipe &pipe, std::size_t capacity)
 {
 	pipe = Pipe::acquire(capacity);
-	if (!pipe.valid())
-		abort(wire::ErrorCode::internal,
-		      fmt::format("cannot create a pipe: {}", strerror(errno)));
-	return pipe.valid();
+	if (pipe.valid())
+		return true;
+	int e = errno;
+	if (e != EMFILE && e != ENFILE) {
+		abort(wire::ErrorCode::internal, fmt::format("cannot create a pipe: {}", strerror(e)));
+		return false;
+	}
+	thread_local LogEverySecond waiting;
+	if (std::uint64_t n; waiting.due(agent_.now(), &n))
+		log(LogLevel::warn, "{}: no descriptor for a pipe ({}): waiting {} ms ({}x in the last "
+				    "second)", tag(), strerror(e), kPipeRetry.count(), n);
+	if (!pipe_wait_) {
+		pipe_wait_ = true;
+		pipe_retry_.arm(agent_.timers(), kPipeRetry);
+		update_plain_pause();
+		for (auto &sp : streams_)
+			if (sp)
+				apply_pause(*sp);
+	}
+	return false;
+}
+
+void Session::on_pipe_retry()
+{
+	if (closing() || !pipe_wait_)
+		return;
+	pipe_wait_ = false;
+	update_plain_pause();
+	for (auto &sp : streams_)
+		if (sp)
+			apply_pause(*sp);
 }
 
 // The stream, other than besides, whose head frame is the next DATA in
