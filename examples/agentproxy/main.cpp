@@ -79,7 +79,11 @@ struct Options : AgentFlags {
 	std::string listen, peer, target, key_file;
 	unsigned streams = 4;
 	std::size_t chunk = 1024 * 1024; // per-frame costs (header, stream switch) amortized
-	std::size_t reorder_budget = 8u << 20;
+	std::size_t reorder_budget = 16u << 20;
+	std::size_t retention = 0; // 0: 16 MiB, or the reorder budget if smaller
+	unsigned stream_timeout_ms = 10000;
+	unsigned failover_deadline_ms = 10000;
+	unsigned rejoin_tries = 5;
 	std::size_t send_buffer = 1u << 20;
 	std::size_t max_memory = std::size_t(1) << 30;
 	unsigned handshake_ms = 5000;
@@ -112,10 +116,13 @@ void print_counters(const char *side, const ProxyStats &s, Agent &agent)
 		"stats[{}]: sessions opened {} done {} failed {} active {}; streams refused {}; "
 		"refused full {}; handshakes dropped {}; timeouts {}; "
 		"bytes in {} out {}; frames sent {} received {}; backpressure pauses {}; "
+		"streams lost {} rejoined {}; frames resent {} duplicates {}; acks sent {}; "
 		"memory held {} peak {}\n",
 		side, s.sessions_opened, s.sessions_done, s.sessions_failed, s.active,
-		s.streams_refused, s.refused_full, s.pending_dropped, s.timeouts, s.bytes_in, s.bytes_out, s.frames_sent, s.frames_received,
-		s.backpressure_pauses, mem.used(), mem.peak()) +
+		s.streams_refused, s.refused_full, s.pending_dropped, s.timeouts, s.bytes_in,
+		s.bytes_out, s.frames_sent, s.frames_received, s.backpressure_pauses,
+		s.streams_lost, s.streams_rejoined, s.frames_resent, s.duplicates_dropped,
+		s.acks_sent, mem.used(), mem.peak()) +
 			  events_line(agent.events());
 	std::fwrite(out.data(), 1, out.size(), stdout);
 	std::fflush(stdout);
@@ -165,6 +172,28 @@ void add_common(CLI::App *sub, Options &o)
 			"ms a closing connection may take to flush what is queued (its peer "
 			"does not read) before it is reset")
 		->check(CLI::Range(1u, 600000u))
+		->capture_default_str();
+	sub->add_option("--retention", o.retention,
+			"unacknowledged bytes kept per session to send again if a stream is "
+			"lost; at it, reading the client (target) pauses; at most the "
+			"--reorder-budget, which the peer needs to hold as much (suffixes K, M, G); "
+			"default 16M, or the --reorder-budget if smaller")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(64 * 1024), std::size_t(1) << 32));
+	sub->add_option("--stream-timeout", o.stream_timeout_ms,
+			"ms a frame may wait on its stream, while the peer has later ones and "
+			"says so, before the stream is given up as lost")
+		->check(CLI::Range(100u, 3600000u))
+		->capture_default_str();
+	sub->add_option("--failover-deadline", o.failover_deadline_ms,
+			"ms a session left with no stream waits for a replacement before it "
+			"ends")
+		->check(CLI::Range(100u, 3600000u))
+		->capture_default_str();
+	sub->add_option("--rejoin-tries", o.rejoin_tries,
+			"stripe: connections tried (100 ms apart, doubling) to replace each lost "
+			"stream; 0: go on with the streams left")
+		->check(CLI::Range(0u, 100u))
 		->capture_default_str();
 	sub->add_option("--keepalive", o.keepalive_s,
 			"seconds a stream may be idle before TCP keepalive probes it (keeps NAT "
@@ -454,6 +483,10 @@ int main(int argc, char **argv)
 	cfg.streams = o.streams;
 	cfg.chunk = o.chunk;
 	cfg.reorder_budget = o.reorder_budget;
+	cfg.retention = o.retention ? o.retention : std::min<std::size_t>(16u << 20, o.reorder_budget);
+	cfg.stream_timeout = std::chrono::milliseconds(o.stream_timeout_ms);
+	cfg.failover_deadline = std::chrono::milliseconds(o.failover_deadline_ms);
+	cfg.rejoin_tries = o.rejoin_tries;
 	cfg.send_limit = o.send_buffer;
 	cfg.handshake_timeout = std::chrono::milliseconds(o.handshake_ms);
 	cfg.connect_timeout = std::chrono::milliseconds(o.connect_ms);

@@ -63,10 +63,13 @@ Status decode_header(std::span<const std::byte, kHeaderSize> in, Header &out)
 	auto type = std::to_integer<std::uint8_t>(p[0]);
 	if (type < std::uint8_t(Type::hello) || type > std::uint8_t(Type::auth))
 		return Status::bad_type;
-	if (get<std::uint16_t>(p + 2) != 0 || p[1] != std::byte{0})
+	// Only ACK has a flag (WAITING); every other bit is reserved.
+	auto flags = std::to_integer<std::uint8_t>(p[1]);
+	std::uint8_t allowed = Type(type) == Type::ack ? kAckFlagWaiting : 0;
+	if (get<std::uint16_t>(p + 2) != 0 || (flags & ~allowed) != 0)
 		return Status::bad_reserved;
 	out.type = Type(type);
-	out.flags = 0;
+	out.flags = flags;
 	out.length = get<std::uint32_t>(p + 4);
 	out.seq = get<std::uint64_t>(p + 8);
 	if (out.length > kMaxPayload)
@@ -114,7 +117,7 @@ Status decode_hello(std::span<const std::byte, kHelloSize> in, Hello &out)
 	if (out.version == 0 || oldest_version(out) > out.version)
 		return Status::bad_version;
 	out.flags = get<std::uint16_t>(p + 6);
-	if (out.flags & ~kHelloFlagAuth || get<std::uint16_t>(p + 22) != 0)
+	if (out.flags & ~(kHelloFlagAuth | kHelloFlagRejoin) || get<std::uint16_t>(p + 22) != 0)
 		return Status::bad_reserved;
 	out.session = get<std::uint64_t>(p + 8);
 	out.index = get<std::uint16_t>(p + 16);

@@ -167,6 +167,8 @@ public:
 
 	void attach(Stream &st, const wire::Hello &hello, std::size_t used)
 	{
+		if (hello.flags & wire::kHelloFlagRejoin)
+			return rejoin(st, hello, used);
 		Session *s = nullptr;
 		if (auto it = sessions_.find(hello.session); it != sessions_.end()) {
 			s = it->second;
@@ -208,6 +210,33 @@ public:
 				s->start_target(*target_);
 			else
 				s->start_app(app_());
+		}
+	}
+
+	// A replacement for a lost stream (its AUTH checked): it takes its index
+	// in the live session, closing the stream there if one is left.
+	void rejoin(Stream &st, const wire::Hello &hello, std::size_t used)
+	{
+		auto it = sessions_.find(hello.session);
+		if (it == sessions_.end())
+			return refuse(st, fmt::format("REJOIN for session {:016x}, which is not open "
+						      "here", hello.session));
+		Session *s = it->second;
+		if (s->closing() || s->count() != hello.count)
+			return refuse(st, fmt::format("REJOIN does not fit session {:016x} (closing, "
+						      "or count {} against {})",
+						      hello.session, hello.count, s->count()));
+		std::vector<std::byte> leftover(st.in.begin() + used, st.in.end());
+		st.in.clear();
+		st.index = hello.index;
+		std::unique_ptr<Stream> owned = take_pending(st);
+		if (!s->rejoin_stream(owned, leftover)) {
+			log(LogLevel::warn, "refused stream from {}: REJOIN for session {:016x} before "
+					    "it started", owned->peer, hello.session);
+			stats_.streams_refused++;
+			owned->unwatch();
+			owned->conn.close(true);
+			closing_.emplace(owned.get(), std::move(owned));
 		}
 	}
 

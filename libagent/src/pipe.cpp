@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <vector>
 
 namespace agent {
@@ -110,6 +111,27 @@ ssize_t Pipe::fill_from(int fd, std::size_t n)
 ssize_t Pipe::fill_copy(const void *data, std::size_t n)
 {
 	return filling(bytes_, [&] { return ::write(wr_, data, n); });
+}
+
+ssize_t Pipe::tee_to(Pipe &dst) const
+{
+	return filling(dst.bytes_, [&] { return tee(rd_, dst.wr_, bytes_, SPLICE_F_NONBLOCK); });
+}
+
+ssize_t Pipe::read_into(void *data, std::size_t n)
+{
+	std::size_t got = 0;
+	auto *p = static_cast<std::byte *>(data);
+	while (got < n && bytes_ > 0) {
+		ssize_t r = ::read(rd_, p + got, std::min(n - got, bytes_));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return got ? static_cast<ssize_t>(got) : (r < 0 ? -errno : 0);
+		got += r;
+		bytes_ -= r;
+	}
+	return static_cast<ssize_t>(got);
 }
 
 ssize_t Pipe::drain_to(int fd)

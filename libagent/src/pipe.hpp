@@ -39,6 +39,11 @@ public:
 	// Moves the pipe's bytes into socket fd, without waiting: bytes moved
 	// or -errno (-EAGAIN: the socket has no room).
 	ssize_t drain_to(int fd);
+	// Duplicates this pipe's bytes into dst (tee(2): the same pages, no
+	// copy; they stay here too): bytes duplicated or -errno.
+	ssize_t tee_to(Pipe &dst) const;
+	// Reads up to n of the pipe's bytes into memory: bytes read or -errno.
+	ssize_t read_into(void *data, std::size_t n);
 
 private:
 	void close_fds();

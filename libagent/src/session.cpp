@@ -77,8 +77,9 @@ Session::Session(Agent &agent, const SessionConfig &cfg, SessionHost &host, Prox
 		 std::uint64_t id, unsigned count)
 	: agent_(agent), cfg_(cfg), host_(host), stats_(stats), id_(id), count_(count),
 	  created_(Agent::Clock::now()), streams_(count),
+	  retention_(agent.memory()),
 	  // The window bounds how far ahead a seq may be; the budget bounds bytes.
-	  rx_(cfg.reorder_budget, 1u << 20)
+	  rx_(cfg.reorder_budget, 1u << 20), rejoins_(count)
 {
 	stats_.sessions_opened++;
 	stats_.active++;
@@ -109,30 +110,18 @@ std::string Session::tag() const { return fmt::format("session {:016x}", id_); }
 
 void Session::start_stripe(int client_fd, const Address &peer)
 {
+	side_ = Side::stripe;
 	plain_ = std::make_unique<Conn>(agent_, *this, client_fd, true);
 	plain_name_ = "client " + peer_address(client_fd);
+	peer_ = peer;
 	splice_ = cfg_.splice && set_nonblocking(client_fd);
 	for (unsigned i = 0; i < count_; i++) {
-		int fd = socket_for(peer, cfg_.congestion);
-		if (fd < 0) {
-			abort(wire::ErrorCode::internal,
-			      fmt::format("cannot create a stream socket: {}", socket_error(fd, cfg_)),
-			      false);
+		std::string err;
+		auto st = open_stream(i, false, &err);
+		if (!st) {
+			abort(wire::ErrorCode::internal, err, false);
 			return;
 		}
-		set_keepalive(fd, cfg_.keepalive);
-		auto st = std::make_unique<Stream>(agent_, this, fd, false, i);
-		st->peer = peer.str();
-		st->pull = splice_; // O_NONBLOCK once connected
-		st->conn.connect(peer, cfg_.connect_timeout);
-		st->hello.session = id_;
-		st->hello.index = i;
-		st->hello.count = count_;
-		if (cfg_.key)
-			cfg_.key->sign(st->hello);
-		std::byte body[wire::kHelloSize];
-		wire::encode_hello(st->hello, body);
-		send_frame(*st, wire::Type::hello, 0, body);
 		streams_[i] = std::move(st);
 		attached_++;
 	}
@@ -142,17 +131,46 @@ void Session::start_stripe(int client_fd, const Address &peer)
 	expect_streams(cfg_.handshake_timeout);
 }
 
+// Stripe: a stream to the join side, connecting, its HELLO queued (REJOIN:
+// a replacement for index of this live session). Null (and err) if no
+// socket can be had.
+std::unique_ptr<Stream> Session::open_stream(unsigned index, bool rejoin, std::string *err)
+{
+	int fd = socket_for(peer_, cfg_.congestion);
+	if (fd < 0) {
+		*err = fmt::format("cannot create a stream socket: {}", socket_error(fd, cfg_));
+		return nullptr;
+	}
+	set_keepalive(fd, cfg_.keepalive);
+	auto st = std::make_unique<Stream>(agent_, this, fd, false, index);
+	st->peer = peer_.str();
+	st->pull = splice_; // O_NONBLOCK once connected
+	st->conn.connect(peer_, cfg_.connect_timeout);
+	st->hello.session = id_;
+	st->hello.index = index;
+	st->hello.count = count_;
+	if (rejoin)
+		st->hello.flags |= wire::kHelloFlagRejoin;
+	if (cfg_.key)
+		cfg_.key->sign(st->hello);
+	std::byte body[wire::kHelloSize];
+	wire::encode_hello(st->hello, body);
+	send_frame(*st, wire::Type::hello, 0, body);
+	return st;
+}
+
 bool Session::add_stream(std::unique_ptr<Stream> st, std::span<const std::byte> leftover)
 {
 	unsigned i = st->index;
 	if (i >= count_ || streams_[i])
 		return false;
 	st->handler = this;
-	st->acked = true; // the join server saw its AUTH
+	st->state = Stream::State::open; // the join server saw its AUTH
 	Stream &ref = *st;
 	streams_[i] = std::move(st);
 	attached_++;
 	acked_++;
+	live_++;
 	if (!leftover.empty())
 		stream_data(ref, leftover);
 	else if (phase_ == Phase::setup)
@@ -178,7 +196,8 @@ void Session::start_target(const Address &target)
 	handshake_timer_.cancel();
 	arm_idle();
 	for (auto &st : streams_)
-		apply_pause(*st);
+		if (st)
+			apply_pause(*st);
 	pump();
 }
 
@@ -215,13 +234,19 @@ void Session::send_up(std::span<const std::byte> bytes)
 {
 	if (closing() || tx_fin_)
 		return;
-	std::size_t queued[wire::kMaxStreams];
 	while (!bytes.empty()) {
 		auto chunk = bytes.first(std::min(bytes.size(), cfg_.chunk));
-		for (unsigned i = 0; i < count_; i++)
-			queued[i] = streams_[i]->conn.queued();
-		std::size_t pick = sched_.pick({queued, count_});
-		send_frame(*streams_[pick], wire::Type::data, tx_seq_++, chunk);
+		std::uint64_t seq = tx_seq_++;
+		// With no stream open (all lost, replacements coming) the frame
+		// waits in the retention for the first that opens.
+		Stream *st = least_queued();
+		if (st) {
+			send_frame(*st, wire::Type::data, seq, chunk);
+			keep_sent(st->index, seq, chunk);
+		} else {
+			keep_sent(count_, seq, chunk);
+			resend_.push_back(seq);
+		}
 		stats_.bytes_in += chunk.size();
 		progress();
 		bytes = bytes.subspan(chunk.size());
@@ -238,8 +263,20 @@ std::size_t Session::queued() const
 	return n;
 }
 
-// Stops reading the plain end while every stream holds send_limit bytes;
-// reads again once one has drained to half.
+// The open stream with the fewest bytes queued (ties round robin), or null.
+Stream *Session::least_queued() const
+{
+	std::size_t queued[wire::kMaxStreams];
+	for (unsigned i = 0; i < count_; i++)
+		queued[i] = streams_[i] && streams_[i]->open() ? streams_[i]->conn.queued() : SIZE_MAX;
+	if (live_ == 0)
+		return nullptr;
+	return streams_[const_cast<Scheduler &>(sched_).pick({queued, count_})].get();
+}
+
+// Stops reading the plain end while every stream holds send_limit bytes,
+// or the retention is full (the peer has not acknowledged enough); reads
+// again once a stream has drained to half and a chunk fits the retention.
 void Session::update_plain_pause()
 {
 	bool full, roomy;
@@ -248,18 +285,21 @@ void Session::update_plain_pause()
 		// pipe: none to be had, reading waits for pipe_retry_).
 		bool any = false;
 		for (auto &st : streams_)
-			any = any || st->conn.can_send_direct();
+			any = any || (st && st->open() && st->conn.can_send_direct());
 		full = !any || pipe_wait_;
 		roomy = any && !pipe_wait_;
 	} else {
 		std::size_t least = SIZE_MAX;
 		for (auto &st : streams_)
-			least = std::min(least, st ? st->conn.queued() : 0);
+			if (st && st->open())
+				least = std::min(least, st->conn.queued());
 		// Past the agent's memory cap, reading waits for room.
 		bool over = agent_.memory().over();
 		full = least >= cfg_.send_limit || over;
 		roomy = least < cfg_.send_limit / 2 && !over;
 	}
+	full = full || retention_.bytes() >= cfg_.retention;
+	roomy = roomy && retention_.bytes() + cfg_.chunk <= cfg_.retention;
 	if (app_) {
 		// An application cannot be paused: stop feeding it instead.
 		update_ingress_pause();
@@ -291,11 +331,13 @@ void Session::plain_read_ended(int err)
 	if (tx_fin_)
 		return;
 	tx_fin_ = true;
-	// FIN goes on every stream, so each stream's end is known to be clean.
-	for (auto &st : streams_) {
-		send_frame(*st, wire::Type::fin, tx_seq_, {});
-		st->conn.shutdown_write();
-	}
+	// FIN goes on every stream (a replacement gets it when it opens): any
+	// one that arrives tells the end. The write sides are shut only once
+	// the session is over both ways (check_done): frames may have to go
+	// again until everything is acknowledged.
+	for (auto &st : streams_)
+		if (st && st->open())
+			send_frame(*st, wire::Type::fin, tx_seq_, {});
 	check_done();
 }
 
@@ -351,22 +393,21 @@ std::size_t Session::consume(Stream &st, std::span<const std::byte> buf)
 	return off;
 }
 
-// What is wrong with DATA seq arriving on st as far as the stream itself
-// tells (empty if nothing): after its FIN, or not after its previous DATA.
-std::string Session::data_seq_error(const Stream &st, std::uint64_t seq) const
+// What is wrong with DATA seq arriving on st (empty if nothing): at or past
+// the end FIN named. A seq already delivered or held is no error: frames
+// are sent again after a stream is lost, and the copies are dropped.
+std::string Session::data_seq_error(const Stream &, std::uint64_t seq) const
 {
-	if (st.fin_seen || (rx_fin_seq_ && seq >= *rx_fin_seq_))
-		return fmt::format("DATA seq {} after FIN", seq);
-	if (st.any_data && seq <= st.last_seq)
-		return fmt::format("duplicate DATA seq {}", seq);
+	if (rx_fin_seq_ && seq >= *rx_fin_seq_)
+		return fmt::format("DATA seq {} after FIN (seq {})", seq, *rx_fin_seq_);
 	return {};
 }
 
 // Whether the reorder buffer would take DATA h now (the next in sequence
-// always goes through).
+// always goes through; a duplicate is dropped).
 bool Session::fits_reorder(const wire::Header &h) const
 {
-	return h.seq == rx_.next() ||
+	return h.seq <= rx_.next() ||
 	       (rx_.held_bytes() + h.length <= rx_.budget() && !agent_.memory().over());
 }
 
@@ -377,18 +418,23 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 		      fmt::format("stream {} from {}: {}", st.index, st.peer, what));
 		return false;
 	};
-	if (!st.acked && h.type != wire::Type::hello_ack && h.type != wire::Type::error)
+	if (!st.open() && h.type != wire::Type::hello_ack && h.type != wire::Type::error)
 		return bad("a frame before the HELLO-ACK");
 	switch (h.type) {
 	case wire::Type::hello_ack:
-		if (st.acked)
+		if (st.open())
 			return bad("an unexpected HELLO-ACK");
-		return take_hello_ack(st, payload) && !closing();
+		return take_hello_ack(st, payload) && !closing() && attached(st);
 	case wire::Type::auth:
 		return bad("AUTH after the handshake");
 	case wire::Type::data: {
 		if (std::string e = data_seq_error(st, h.seq); !e.empty())
 			return bad(e);
+		note_data(st, h.seq);
+		if (h.seq < rx_.next()) {
+			stats_.duplicates_dropped++;
+			return true;
+		}
 		if (h.seq != rx_.next() && agent_.memory().over()) {
 			// Out of order past the agent's cap: as at our own budget.
 			st.blocked = true;
@@ -406,7 +452,8 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 			agent_.memory().take(payload.size());
 			break;
 		case ReorderBuffer::Verdict::duplicate:
-			return bad(fmt::format("duplicate DATA seq {}", h.seq));
+			stats_.duplicates_dropped++;
+			break;
 		case ReorderBuffer::Verdict::out_of_window:
 			return bad(fmt::format("DATA seq {} outside the window (next {})", h.seq,
 					       rx_.next()));
@@ -418,16 +465,13 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 			return false;
 		}
 		st.blocked = false;
-		st.last_seq = h.seq;
-		st.any_data = true;
-		stats_.frames_received++;
 		return !closing();
 	}
 	case wire::Type::fin:
 		if (st.fin_seen)
 			return bad("second FIN");
 		if ((rx_fin_seq_ && *rx_fin_seq_ != h.seq) || h.seq < rx_.next() ||
-		    (st.any_data && h.seq <= st.last_seq))
+		    (st.any_data && h.seq <= st.max_seq))
 			return bad(fmt::format("FIN seq {} does not fit the data", h.seq));
 		rx_fin_seq_ = h.seq;
 		st.fin_seen = true;
@@ -448,7 +492,7 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 	}
 	case wire::Type::ack:
 		stats_.frames_received++;
-		return true;
+		return take_ack(st, h) && !closing() && attached(st);
 	case wire::Type::hello:
 		return bad("HELLO after the handshake");
 	}
@@ -463,7 +507,16 @@ void Session::deliver(std::span<const std::byte> bytes)
 		plain_->send(bytes);
 	else if (app_)
 		app_->on_data(*this, bytes);
+	delivered(bytes.size());
 	update_ingress_pause();
+}
+
+// DATA seq came on st (a copy or not): what FIN on st is checked against.
+void Session::note_data(Stream &st, std::uint64_t seq)
+{
+	st.max_seq = st.any_data ? std::max(st.max_seq, seq) : seq;
+	st.any_data = true;
+	stats_.frames_received++;
 }
 
 void Session::drain_reorder()
@@ -476,6 +529,9 @@ void Session::drain_reorder()
 	if (closing() || rx_done_ || !rx_fin_seq_ || rx_.next() != *rx_fin_seq_)
 		return;
 	rx_done_ = true;
+	// The final ACK goes on every stream: the peer shuts its streams only
+	// once it has it, so each stream's end comes after it.
+	send_ack(0, true);
 	if (plain_)
 		plain_->shutdown_write();
 	else if (app_)
@@ -496,6 +552,8 @@ void Session::pump()
 		for (auto &sp : streams_) {
 			if (closing())
 				break;
+			if (!sp)
+				continue;
 			Stream &st = *sp;
 			if (st.pull) {
 				// Read again if what stopped it fits now.
@@ -526,16 +584,14 @@ void Session::apply_pause(Stream &st)
 		st.resume();
 }
 
-// A stream may end only after its FIN frame; anything else loses data.
+// A stream may end only once the session is over both ways (the peer shuts
+// its streams then); an earlier end loses the stream, not the session.
 void Session::check_stream_eof(Stream &st)
 {
-	if (closing() || !st.eof || st.fin_seen || st.blocked || phase_ == Phase::setup)
+	if (closing() || !st.eof || st.blocked || phase_ == Phase::setup || both_ways_done())
 		return;
-	abort(wire::ErrorCode::stream_lost,
-	      st.in.empty() ? fmt::format("stream {} from {} closed before its FIN", st.index,
-					  st.peer)
-			    : fmt::format("stream {} from {} closed inside a frame", st.index,
-					  st.peer));
+	lose_stream(st, st.in.empty() ? "closed before the end of the session"
+				      : "closed inside a frame");
 }
 
 // Stops reading the streams while the plain end has send_limit bytes queued
@@ -554,7 +610,10 @@ void Session::update_ingress_pause()
 		} else if (app_) {
 			q = SIZE_MAX;
 			for (auto &st : streams_)
-				q = std::min(q, st->conn.queued());
+				if (st && st->open())
+					q = std::min(q, st->conn.queued());
+			if (q == SIZE_MAX)
+				q = 0;
 		}
 		// Past the agent's memory cap, a plain end with bytes still
 		// queued takes no more: its queue drains on its own.
@@ -580,7 +639,12 @@ void Session::stream_end(Stream &st, int err)
 	if (closing())
 		return;
 	st.eof = true;
-	if (!st.acked) {
+	if (is_rejoining(st)) {
+		rejoin_failed(st, err < 0 ? strerror(-err) : "closed before the HELLO-ACK (refused: "
+							      "see the join side's log)");
+		return;
+	}
+	if (!st.open()) {
 		abort(wire::ErrorCode::unreachable,
 		      fmt::format("stream {} to {}: {} before the HELLO-ACK (the join side refused "
 				  "it, see its log; or it speaks wire v1 only)",
@@ -588,8 +652,12 @@ void Session::stream_end(Stream &st, int err)
 		return;
 	}
 	if (err < 0) {
-		abort(wire::ErrorCode::stream_lost,
-		      fmt::format("stream {} from {}: {}", st.index, st.peer, strerror(-err)));
+		if (both_ways_done()) {
+			retire_stream(std::move(streams_[st.index]));
+			check_done();
+		} else {
+			lose_stream(st, strerror(-err));
+		}
 		return;
 	}
 	check_stream_eof(st);
@@ -599,7 +667,15 @@ void Session::stream_end(Stream &st, int err)
 void Session::stream_conn_event(Stream &st)
 {
 	if (!closing()) {
-		if (st.conn_error) {
+		if (st.conn_error && is_rejoining(st)) {
+			int e = st.conn_error;
+			st.conn_error = 0;
+			rejoin_failed(st, strerror(-e));
+		} else if (st.conn_error && st.open() && phase_ == Phase::running) {
+			int e = st.conn_error;
+			st.conn_error = 0;
+			lose_stream(st, fmt::format("send failed: {}", strerror(-e)));
+		} else if (st.conn_error) {
 			int e = st.conn_error;
 			st.conn_error = 0;
 			abort(st.conn.connected() ? wire::ErrorCode::stream_lost

@@ -10,7 +10,9 @@
 #include "agent/reorder.hpp"
 #include "agent/scheduler.hpp"
 #include "conn.hpp"
+#include "retention.hpp"
 
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -79,15 +81,21 @@ public:
 	std::size_t payload_left = 0;       // its payload bytes still unread
 	std::vector<std::byte> payload;     // payloads that are read into memory
 	bool parked = false;  // its DATA frame waits for the frames before it
+	bool spill = false;   // read its parked frame into the reorder buffer
+	std::size_t discard = 0; // bytes of its frame delivered by a lost stream
 
 	// The handshake (docs/wire-format.md): the HELLO sent (stripe) or
 	// received (join), and the HELLO-ACK whose nonce AUTH proves.
 	wire::Hello hello;
 	std::array<std::byte, wire::kHelloAckSize> ack{};
 	bool hello_seen = false; // join: HELLO taken, HELLO-ACK sent
-	bool acked = false;      // the handshake is over: frames may flow
+	enum class State {
+		handshake, // HELLO-ACK (stripe) or AUTH (join) awaited
+		open,      // frames flow
+	} state = State::handshake;
+	bool open() const { return state == State::open; }
 
-	std::uint64_t last_seq = 0;
+	std::uint64_t max_seq = 0; // the highest DATA seq it carried
 	bool any_data = false;
 	bool fin_seen = false;  // the peer's FIN frame arrived on this stream
 	bool eof = false;       // the socket's read side ended
@@ -99,6 +107,10 @@ public:
 	bool sent_event = false;
 	Agent::Clock::time_point since;
 };
+
+// Takes the events of a stream that has left its session (lost, replaced)
+// while its last operations complete: the session may be gone by then.
+StreamHandler &retired_stream_handler();
 
 class SessionHost {
 public:
@@ -137,6 +149,10 @@ public:
 	// Ends the session: logs reason, resets the plain end, tells the peer.
 	// tell_peer: send the peer an ERROR frame where a stream can take one.
 	void abort(wire::ErrorCode code, const std::string &reason, bool tell_peer = true);
+
+	// Join side: a replacement (HELLO with REJOIN) for the stream at its
+	// index, lost or not. False (st is the caller's) while not running.
+	bool rejoin_stream(std::unique_ptr<Stream> &st, std::span<const std::byte> leftover);
 
 	// Join side: the rest of the streams must come within timeout.
 	void expect_streams(std::chrono::milliseconds timeout);
@@ -183,9 +199,20 @@ private:
 	bool take_pipe(Pipe &pipe, std::size_t capacity);
 	void on_pipe_retry();
 	Stream *due_stream(const Stream *besides) const;
+	bool sendable(unsigned i) const;
 	std::string data_seq_error(const Stream &st, std::uint64_t seq) const;
 	bool fits_reorder(const wire::Header &h) const;
 
+	std::unique_ptr<Stream> open_stream(unsigned index, bool rejoin, std::string *err);
+	void note_data(Stream &st, std::uint64_t seq);
+	// st is one of this session's streams (not lost or replaced meanwhile).
+	bool attached(const Stream &st) const
+	{
+		return st.index < count_ && streams_[st.index].get() == &st;
+	}
+	// Everything sent is acknowledged and everything received delivered:
+	// a stream that ends now loses nothing.
+	bool both_ways_done() const { return all_acked() && rx_done_; }
 	void send_up(std::span<const std::byte> bytes);
 	void send_frame(Stream &st, wire::Type type, std::uint64_t seq,
 			std::span<const std::byte> payload);
@@ -212,15 +239,45 @@ private:
 	bool take_hello_ack(Stream &st, std::span<const std::byte> payload);
 	void watch_client();
 
+	// Acknowledgements and losing streams (session_failover.cpp).
+	void delivered(std::size_t bytes);
+	void send_ack(std::uint8_t flags, bool every_stream);
+	void on_ack_timer();
+	bool take_ack(Stream &st, const wire::Header &h);
+	void keep_sent(unsigned stream, std::uint64_t seq, std::span<const std::byte> copy);
+	void lose_stream(Stream &st, const std::string &why);
+	void retire_stream(std::unique_ptr<Stream> st);
+	void flush_resends();
+	Stream *least_queued() const;
+	void watch_rx_stuck();
+	void on_rx_check();
+	void spill_parked();
+	void schedule_rejoin(unsigned index);
+	void start_rejoin(unsigned index);
+	void rejoin_failed(Stream &st, const std::string &why);
+	void install_stream(std::unique_ptr<Stream> st);
+	void on_failover_deadline();
+	bool all_acked() const { return tx_fin_ && retention_.empty(); }
+	bool is_rejoining(const Stream &st) const;
+	void shut_streams();
+	void stop_timers();
+
 	Agent &agent_;
 	const SessionConfig &cfg_;
+	enum class Side {
+		stripe, // opens the streams (and their replacements)
+		join,   // accepts them
+	} side_ = Side::join;
+	Address peer_; // stripe: the join side
 	SessionHost &host_;
 	ProxyStats &stats_;
 	std::uint64_t id_;
 	unsigned count_;
 	Agent::Clock::time_point created_;
+	// By index; null where a stream was lost and no replacement has come.
 	std::vector<std::unique_ptr<Stream>> streams_;
 	unsigned attached_ = 0;
+	unsigned live_ = 0;  // open streams in streams_
 	unsigned acked_ = 0; // stripe: streams whose HELLO-ACK came
 
 	// The plain end: a socket (conn_) or an application (app_).
@@ -237,11 +294,37 @@ private:
 	Scheduler sched_;
 	std::uint64_t tx_seq_ = 0;
 	bool tx_fin_ = false;
+	Retention retention_;
+	std::deque<std::uint64_t> resend_; // seqs to send again, oldest first
+	bool streams_shut_ = false;        // both ways done: write sides shut
 	// streams -> plain
 	ReorderBuffer rx_;
 	std::optional<std::uint64_t> rx_fin_seq_;
 	bool rx_done_ = false;
 	bool ingress_paused_ = false;
+	// Zero-copy: bytes of DATA rx_.next() spliced out so far, and the
+	// stream splicing it (null if it was lost: a copy skips that much).
+	std::size_t rx_partial_ = 0;
+	const Stream *rx_owner_ = nullptr;
+	// ACKs of what was delivered (rx_.next()), and the wait for a frame that
+	// is stuck on its stream (later ones are in hand, it is not).
+	std::uint64_t ack_sent_ = 0;
+	std::size_t delivered_unacked_ = 0;
+	unsigned ack_next_stream_ = 0;
+	Timer ack_timer_{[this] { on_ack_timer(); }};
+	std::uint64_t rx_check_next_ = 0;
+	Agent::Clock::time_point rx_stuck_since_, waiting_sent_;
+	Timer rx_check_timer_{[this] { on_rx_check(); }};
+
+	// Stripe: replacements under way, by index.
+	struct Rejoin {
+		explicit Rejoin(Timer::Callback fn) : timer(std::move(fn)) {}
+		std::unique_ptr<Stream> stream; // connecting / in its handshake
+		unsigned tries = 0;
+		Timer timer; // the next try; while one is under way, its deadline
+	};
+	std::vector<std::unique_ptr<Rejoin>> rejoins_;
+	Timer failover_timer_{[this] { on_failover_deadline(); }};
 
 	// What the session is doing; it only moves forward.
 	enum class Phase {

@@ -20,6 +20,15 @@ std::string validate(const SessionConfig &cfg)
 		return fmt::format("chunk must be 1..{} bytes (got {})", wire::kMaxPayload, cfg.chunk);
 	if (cfg.reorder_budget < 1)
 		return "reorder_budget must be at least 1 byte";
+	if (cfg.retention < cfg.chunk)
+		return fmt::format("retention ({} bytes) must hold at least one chunk ({} bytes)",
+				   cfg.retention, cfg.chunk);
+	if (cfg.retention > cfg.reorder_budget)
+		return fmt::format("retention ({} bytes) must not exceed the reorder budget ({} "
+				   "bytes): the peer holds what this side retains, and the sides "
+				   "usually share a config", cfg.retention, cfg.reorder_budget);
+	if (cfg.stream_timeout <= milliseconds(0) || cfg.failover_deadline <= milliseconds(0))
+		return "stream_timeout and failover_deadline must be positive";
 	if (cfg.send_limit < 1)
 		return "send_limit must be at least 1 byte";
 	if (cfg.handshake_timeout <= milliseconds(0))

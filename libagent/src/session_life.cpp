@@ -50,7 +50,12 @@ bool Session::take_hello_ack(Stream &st, std::span<const std::byte> payload)
 	if (cfg_.key)
 		proof = cfg_.key->prove(st.hello, st.ack);
 	send_frame(st, wire::Type::auth, 0, std::as_bytes(std::span(proof)));
-	st.acked = true;
+	st.state = Stream::State::open;
+	if (is_rejoining(st)) {
+		install_stream(std::move(rejoins_[st.index]->stream));
+		return true;
+	}
+	live_++;
 	if (++acked_ == count_) {
 		handshake_timer_.cancel();
 		watch_client();
@@ -91,28 +96,60 @@ void Session::on_idle()
 
 // ---- the end ---------------------------------------------------------------------
 
+// Over both ways (all sent is acknowledged, all received delivered and
+// acknowledged): the streams' write sides are shut, and the session ends
+// once the peer has shut its own and everything queued is out.
 void Session::check_done()
 {
-	if (closing() || !tx_fin_ || !rx_done_)
+	if (closing() || !both_ways_done())
 		return;
+	resend_.clear();
+	if (!streams_shut_)
+		shut_streams();
 	for (auto &st : streams_)
-		if (!st->fin_seen || !st->eof || st->conn.queued())
+		if (st && (!st->eof || st->conn.queued()))
 			return;
 	if (plain_ && plain_->queued())
 		return;
 	finish();
 }
 
-void Session::finish()
+void Session::shut_streams()
 {
-	phase_ = Phase::closing;
+	streams_shut_ = true;
+	for (auto &rj : rejoins_)
+		if (rj) {
+			rj->timer.cancel();
+			retire_stream(std::move(rj->stream));
+		}
+	for (auto &st : streams_)
+		if (st)
+			st->conn.shutdown_write();
+}
+
+void Session::stop_timers()
+{
 	idle_timer_.cancel();
 	handshake_timer_.cancel();
 	pipe_retry_.cancel();
+	ack_timer_.cancel();
+	rx_check_timer_.cancel();
+	failover_timer_.cancel();
+	for (auto &rj : rejoins_)
+		if (rj)
+			rj->timer.cancel();
+}
+
+void Session::finish()
+{
+	phase_ = Phase::closing;
+	stop_timers();
 	stats_.sessions_done++;
 	stats_.active--;
 	log(LogLevel::debug, "{}: done", tag());
 	for (auto &st : streams_) {
+		if (!st)
+			continue;
 		st->unwatch();
 		st->conn.close(false);
 	}
@@ -144,9 +181,10 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 	if (closing())
 		return;
 	phase_ = Phase::closing;
-	idle_timer_.cancel();
-	handshake_timer_.cancel();
-	pipe_retry_.cancel();
+	stop_timers();
+	for (auto &rj : rejoins_)
+		if (rj)
+			retire_stream(std::move(rj->stream));
 	stats_.sessions_failed++;
 	stats_.active--;
 	log(LogLevel::warn, "{}: {}", tag(), reason);
@@ -160,9 +198,10 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 			continue;
 		st->unwatch();
 		// An idle stream can carry the reason; a busy one (or one
-		// already shut) is reset, which the peer treats the same way.
+		// already shut) is reset: the reason would queue behind bytes
+		// the peer may never read.
 		if (tell_peer && st->conn.connected() && !st->conn.write_shut() &&
-		    st->conn.queued() == 0) {
+		    st->conn.queued() == 0 && !send_blocked(st->conn.fd())) {
 			send_frame(*st, wire::Type::error, 0, {err, 4 + text});
 			st->conn.close_when_sent(cfg_.linger_timeout);
 		} else {
@@ -184,6 +223,9 @@ bool Session::idle() const
 {
 	for (auto &st : streams_)
 		if (st && st->conn.busy())
+			return false;
+	for (auto &rj : rejoins_)
+		if (rj && rj->stream && rj->stream->conn.busy())
 			return false;
 	return !plain_ || !plain_->busy();
 }

@@ -25,12 +25,6 @@ namespace {
 // Bytes one turn of a reader moves before letting other sockets go first.
 constexpr std::size_t kTurnBudget = 1 << 20;
 
-// Unsent bytes in a socket's send queue: what the scheduler balances.
-std::size_t send_queue(int fd)
-{
-	int n = 0;
-	return ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0 ? static_cast<std::size_t>(n) : 0;
-}
 
 } // namespace
 
@@ -46,7 +40,7 @@ StreamReader::Pulled Session::plain_pull()
 		}
 		unsigned open = 0;
 		for (unsigned i = 0; i < count_; i++)
-			open += streams_[i]->conn.can_send_direct();
+			open += sendable(i);
 		if (open == 0) {
 			// Every stream still holds a frame (or is connecting):
 			// read again once one has room (update_plain_pause).
@@ -70,10 +64,10 @@ StreamReader::Pulled Session::plain_pull()
 		// Asked only with bytes in hand and a choice to make: a turn
 		// ends with a read that finds nothing.
 		std::size_t queued[wire::kMaxStreams];
-		for (unsigned i = 0; i < count_; i++) {
-			Conn &c = streams_[i]->conn;
-			queued[i] = !c.can_send_direct() ? SIZE_MAX : open > 1 ? send_queue(c.fd()) : 0;
-		}
+		for (unsigned i = 0; i < count_; i++)
+			queued[i] = !sendable(i) ? SIZE_MAX
+				    : open > 1   ? unsent_bytes(streams_[i]->conn.fd())
+						 : 0;
 		std::size_t pick = sched_.pick({queued, count_});
 		r.bytes += n;
 		stats_.bytes_in += n;
@@ -84,7 +78,21 @@ StreamReader::Pulled Session::plain_pull()
 		h.length = static_cast<std::uint32_t>(n);
 		h.seq = tx_seq_++;
 		wire::encode_header(h, hdr);
-		streams_[pick]->conn.send_direct(hdr, std::move(pipe));
+		Conn &out = streams_[pick]->conn;
+		if (retention_.keep_tee(h.seq, pick, agent_.now(), pipe)) {
+			out.send_direct(hdr, std::move(pipe));
+		} else {
+			// No pipe for the duplicate (descriptors, pipe pages):
+			// this frame goes copied, and is kept as bytes.
+			std::vector<std::byte> bytes(n);
+			if (pipe.read_into(bytes.data(), bytes.size()) != n) {
+				abort(wire::ErrorCode::internal, "cannot read back a spliced chunk");
+				break;
+			}
+			Pipe::release(std::move(pipe));
+			out.send(hdr, bytes);
+			keep_sent(pick, h.seq, bytes);
+		}
 		stats_.frames_sent++;
 	}
 	return r;
@@ -99,7 +107,7 @@ StreamReader::Pulled Session::stream_readable(Stream &st)
 	// another stream (unparked by data_done()), that one is read now, not
 	// on its event.
 	Stream *cur = &st;
-	while (phase_ == Phase::running && !ingress_paused_) {
+	while (phase_ == Phase::running && !ingress_paused_ && (attached(*cur) || is_rejoining(*cur))) {
 		if (r.bytes >= kTurnBudget) {
 			r.drained = cur != &st; // else st has more to read
 			break;
@@ -143,24 +151,18 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 					  wire::describe(s)));
 			return false;
 		}
-		if (!st.acked && h.type != wire::Type::hello_ack && h.type != wire::Type::error) {
+		if (!st.open() && h.type != wire::Type::hello_ack && h.type != wire::Type::error) {
 			abort(wire::ErrorCode::protocol,
 			      fmt::format("stream {} from {}: a frame before the HELLO-ACK", st.index,
 					  st.peer));
 			return false;
 		}
 		if (h.type == wire::Type::data) {
-			// The stream's own checks, then what the reorder buffer
-			// would tell: delivered already, read on another stream,
-			// too far ahead.
+			// Past the end, or too far ahead. (A copy of a frame
+			// delivered or at another stream's head is no error: it
+			// is dropped in its turn.)
 			std::string bad = data_seq_error(st, h.seq);
-			bool twice = h.seq < rx_.next();
-			for (auto &o : streams_)
-				twice = twice || (o->head && o->head->type == wire::Type::data &&
-						  o->head->seq == h.seq);
-			if (bad.empty() && twice)
-				bad = fmt::format("duplicate DATA seq {}", h.seq);
-			if (bad.empty() && h.seq - rx_.next() >= rx_.window())
+			if (bad.empty() && h.seq > rx_.next() && h.seq - rx_.next() >= rx_.window())
 				bad = fmt::format("DATA seq {} outside the window (next {})", h.seq,
 						  rx_.next());
 			if (!bad.empty()) {
@@ -174,10 +176,38 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 		st.payload.clear();
 	}
 	const wire::Header h = *st.head;
-	if (h.type == wire::Type::data && splice_) {
-		if (h.seq != rx_.next()) {
-			st.parked = true; // data_done() unparks it in its turn
+	if (h.type == wire::Type::data && splice_ && h.seq > rx_.next() && !st.spill) {
+		st.parked = true; // data_done() unparks it in its turn
+		watch_rx_stuck();
+		return false;
+	}
+	if (h.type == wire::Type::data && splice_ && h.seq == rx_.next()) {
+		if (rx_owner_ && rx_owner_ != &st) {
+			st.parked = true; // a copy: the other stream is delivering it
 			return false;
+		}
+		if (!rx_owner_) {
+			// A lost stream delivered the start of this frame: its
+			// copy skips that much.
+			if (rx_partial_ >= h.length) {
+				abort(wire::ErrorCode::protocol,
+				      fmt::format("stream {} from {}: DATA seq {} is shorter than what "
+						  "was delivered of it", st.index, st.peer, h.seq));
+				return false;
+			}
+			rx_owner_ = &st;
+			st.discard = rx_partial_;
+		}
+		while (st.discard > 0) {
+			std::byte scratch[16384];
+			ssize_t n = pull_bytes(st, scratch, std::min(st.discard, sizeof(scratch)));
+			if (n <= 0) {
+				pull_failed(st, n, true);
+				return false;
+			}
+			r.bytes += n;
+			st.discard -= n;
+			st.payload_left -= n;
 		}
 		if (st.payload_left > 0) {
 			if (!plain_->can_send_direct()) {
@@ -195,15 +225,19 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 			}
 			r.bytes += n;
 			st.payload_left -= n;
+			rx_partial_ += n;
 			stats_.bytes_out += n;
 			progress();
 			plain_->send_direct({}, std::move(pipe));
 			if (st.payload_left > 0)
 				return true;
 		}
+		rx_owner_ = nullptr;
+		rx_partial_ = 0;
 		data_done(st, h.seq);
+		delivered(h.length);
 		update_ingress_pause();
-		return true;
+		return attached(st);
 	}
 	// Control frames, and DATA for an application: into memory.
 	while (st.payload_left > 0) {
@@ -226,10 +260,11 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 		return false;
 	}
 	st.head.reset();
+	st.spill = false;
 	bool more = handle_frame(st, h, st.payload);
 	if (more && h.type == wire::Type::data)
 		drain_reorder();
-	return more;
+	return more && !closing() && (attached(st) || is_rejoining(st));
 }
 
 // Bytes from st.in first (what a source read before), then the socket.
@@ -262,7 +297,12 @@ void Session::pull_failed(Stream &st, ssize_t res, bool inside_frame)
 {
 	if (res == -EAGAIN || closing())
 		return;
-	if (res == 0 && inside_frame) {
+	if (res == 0 && inside_frame && attached(st) && phase_ == Phase::running) {
+		st.eof = true;
+		lose_stream(st, "closed inside a frame");
+		return;
+	}
+	if (res == 0 && inside_frame && !is_rejoining(st)) {
 		st.eof = true;
 		abort(wire::ErrorCode::stream_lost,
 		      fmt::format("stream {} from {} closed inside a frame", st.index, st.peer));
@@ -276,12 +316,14 @@ void Session::data_done(Stream &st, std::uint64_t seq)
 {
 	st.head.reset();
 	rx_.advance();
-	st.last_seq = seq;
-	st.any_data = true;
-	stats_.frames_received++;
+	note_data(st, seq);
+	// The next frame's stream goes on, and so does one whose head is a
+	// copy of a frame delivered now (it is dropped).
 	for (auto &sp : streams_) {
+		if (!sp)
+			continue;
 		Stream &o = *sp;
-		if (o.parked && o.head && o.head->seq == rx_.next()) {
+		if (o.parked && o.head && o.head->seq <= rx_.next()) {
 			o.parked = false;
 			apply_pause(o);
 		}
@@ -289,7 +331,6 @@ void Session::data_done(Stream &st, std::uint64_t seq)
 	drain_reorder(); // nothing is held; it notices the FIN
 }
 
-// A pipe for bytes on their way; none to be had ends the session.
 // A pipe for bytes on their way. Out of descriptors (other sessions, or a
 // burst of accepts, hold them for now) the session waits: its readers pause
 // and try again in a moment (pipe_retry_); anything else ends the session.
@@ -330,13 +371,21 @@ void Session::on_pipe_retry()
 }
 
 // The stream, other than besides, whose head frame is the next DATA in
-// sequence and which may be read now.
+// sequence (or a copy of one delivered) and which may be read now.
+
+bool Session::sendable(unsigned i) const
+{
+	return streams_[i] && streams_[i]->open() && streams_[i]->conn.can_send_direct();
+}
 Stream *Session::due_stream(const Stream *besides) const
 {
 	for (auto &sp : streams_) {
+		if (!sp)
+			continue;
 		Stream &o = *sp;
 		if (&o != besides && o.head && o.head->type == wire::Type::data &&
-		    o.head->seq == rx_.next() && !o.parked && !o.eof)
+		    o.head->seq <= rx_.next() && !o.parked && !o.eof &&
+		    (!rx_owner_ || rx_owner_ == &o))
 			return &o;
 	}
 	return nullptr;

@@ -16,7 +16,9 @@
 //     bytes and the HELLO-ACK's 32, so a captured HELLO and AUTH are
 //     worthless on any other stream (zero without a key)
 // DATA carries chunk seq of its direction; FIN, sent once on every stream,
-// carries the final seq of its direction; ERROR carries u32 code + text.
+// carries the final seq of its direction; ACK (no payload) carries how many
+// DATA frames of the other direction were delivered; ERROR carries u32 code
+// + text.
 #pragma once
 
 #include <array>
@@ -41,12 +43,16 @@ inline constexpr std::uint32_t kMaxPayload = 1u << 20;
 inline constexpr std::uint32_t kMaxErrorText = 512;
 inline constexpr unsigned kMaxStreams = 64;
 inline constexpr std::uint16_t kHelloFlagAuth = 1;
+// A replacement for a lost stream of a live session (docs/wire-format.md).
+inline constexpr std::uint16_t kHelloFlagRejoin = 2;
+// ACK: the receiver has waited for DATA seq a while, with later frames in hand.
+inline constexpr std::uint8_t kAckFlagWaiting = 1;
 
 enum class Type : std::uint8_t {
 	hello = 1,
 	data = 2,
 	fin = 3,
-	ack = 4, // reserved for acknowledgements
+	ack = 4, // seq: DATA frames of the other direction delivered
 	error = 5,
 	hello_ack = 6,
 	auth = 7,

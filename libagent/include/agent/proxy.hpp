@@ -22,7 +22,20 @@ namespace agent {
 struct SessionConfig {
 	unsigned streams = 4;                        // stripe side: streams per session
 	std::size_t chunk = 1024 * 1024;             // max payload bytes per DATA frame
-	std::size_t reorder_budget = 8 << 20;        // out-of-order bytes held per session
+	// Out-of-order bytes held per session; at least the peer's retention
+	// (a frame sent again may queue behind later ones: see the wire format).
+	std::size_t reorder_budget = 16 << 20;
+	// Unacknowledged DATA bytes kept per session to send again when a stream
+	// is lost; at it, reading the plain end pauses.
+	std::size_t retention = 16 << 20;
+	// A stream whose frame the peer has waited for (ACK WAITING) this long
+	// after it went out is lost: its frames go again on the others.
+	std::chrono::milliseconds stream_timeout{10000};
+	// A session left with no stream ends if none joins within this.
+	std::chrono::milliseconds failover_deadline{10000};
+	// Stripe: connections tried to replace one lost stream (backoff 100 ms,
+	// doubling); 0: lost streams are not replaced.
+	unsigned rejoin_tries = 5;
 	std::size_t send_limit = 1 << 20;            // queued bytes per connection
 	std::chrono::milliseconds handshake_timeout{5000};
 	// A stream or target connect that has not completed by then fails.
@@ -67,6 +80,11 @@ struct ProxyStats {
 	std::uint64_t frames_sent = 0;
 	std::uint64_t frames_received = 0;
 	std::uint64_t backpressure_pauses = 0;
+	std::uint64_t streams_lost = 0;       // streams of live sessions that failed
+	std::uint64_t streams_rejoined = 0;   // replacements that joined a session
+	std::uint64_t frames_resent = 0;      // DATA sent again after a loss
+	std::uint64_t duplicates_dropped = 0; // DATA received that was delivered or held
+	std::uint64_t acks_sent = 0;
 	std::uint64_t active = 0;
 };
 

@@ -1,0 +1,411 @@
+// SPDX-License-Identifier: MIT
+// A session that survives losing streams (docs/wire-format.md, "Losing a
+// stream"). Each direction's receiver acknowledges what it has delivered;
+// the sender keeps every unacknowledged DATA frame (Retention) and, when a
+// stream is lost, sends the frames it carried again on the others. The
+// stripe side opens a replacement (a HELLO with REJOIN); the join side puts
+// it at the lost index. A receiver whose next frame is stuck on its stream
+// while later ones are in hand says so (ACK WAITING): the sender then gives
+// up on that stream once the frame has waited --stream-timeout.
+#include "session.hpp"
+
+#include "agent/log.hpp"
+
+#include <algorithm>
+
+namespace agent {
+namespace {
+
+using std::chrono::milliseconds;
+
+// A delivery no ACK covers yet is acknowledged within this (one or two
+// timer slots): the sender's retention drains even when traffic is light.
+constexpr milliseconds kAckDelay{100};
+// A receiver with later frames in hand that has not seen its next one for
+// this long reads parked frames into memory (the zero-copy path)...
+constexpr milliseconds kSpillAfter{200};
+// ...and for this long tells the sender (WAITING), at most once a period.
+constexpr milliseconds kWaitingAfter{500};
+constexpr milliseconds kWaitingPeriod{1000};
+constexpr milliseconds kRxCheck{100};
+// Replacement tries: 100 ms, then doubling up to this.
+constexpr milliseconds kRejoinFirst{100};
+constexpr milliseconds kRejoinMax{3200};
+
+class RetiredStreamHandler final : public StreamHandler {
+public:
+	void stream_data(Stream &, std::span<const std::byte>) override {}
+	void stream_end(Stream &, int) override {}
+	void stream_conn_event(Stream &) override {}
+	StreamReader::Pulled stream_readable(Stream &) override { return {}; }
+};
+
+long ms_since(Agent::Clock::time_point t, Agent::Clock::time_point now)
+{
+	return std::chrono::duration_cast<milliseconds>(now - t).count();
+}
+
+} // namespace
+
+StreamHandler &retired_stream_handler()
+{
+	static RetiredStreamHandler h;
+	return h;
+}
+
+// ---- acknowledgements (receiving side) -------------------------------------------
+
+void Session::delivered(std::size_t bytes)
+{
+	delivered_unacked_ += bytes;
+	if (delivered_unacked_ >= std::max<std::size_t>(cfg_.retention / 4, 1))
+		send_ack(0, false);
+	else if (!ack_timer_.armed())
+		ack_timer_.arm(agent_.timers(), kAckDelay);
+}
+
+void Session::on_ack_timer()
+{
+	if (!closing() && rx_.next() > ack_sent_)
+		send_ack(0, false);
+}
+
+// ACK rx_.next() on the next live stream in turn (a stream that swallows
+// bytes silently cannot take them all), or on every one.
+void Session::send_ack(std::uint8_t flags, bool every_stream)
+{
+	std::byte hdr[wire::kHeaderSize];
+	wire::Header h;
+	h.type = wire::Type::ack;
+	h.flags = flags;
+	h.seq = rx_.next();
+	wire::encode_header(h, hdr);
+	auto usable = [](const Stream *st) {
+		return st && st->open() && !st->conn.write_shut() && !st->conn.closed();
+	};
+	bool sent = false;
+	for (unsigned k = 0; k < count_; k++) {
+		unsigned i = (ack_next_stream_ + k) % count_;
+		if (!usable(streams_[i].get()))
+			continue;
+		streams_[i]->conn.send(hdr);
+		stats_.acks_sent++;
+		stats_.frames_sent++;
+		sent = true;
+		if (!every_stream) {
+			ack_next_stream_ = i + 1;
+			break;
+		}
+	}
+	if (!sent)
+		return; // none open: a replacement gets one when it opens
+	ack_sent_ = h.seq;
+	delivered_unacked_ = 0;
+	ack_timer_.cancel();
+}
+
+// ---- acknowledgements (sending side) ------------------------------------------------
+
+bool Session::take_ack(Stream &st, const wire::Header &h)
+{
+	if (h.seq > tx_seq_) {
+		abort(wire::ErrorCode::protocol,
+		      fmt::format("stream {} from {}: ACK {} beyond the {} frames sent", st.index,
+				  st.peer, h.seq, tx_seq_));
+		return false;
+	}
+	// A lower one than seen before came on a slower stream: stale.
+	if (retention_.ack(h.seq) > 0)
+		update_plain_pause();
+	if ((h.flags & wire::kAckFlagWaiting) && h.seq < tx_seq_) {
+		Retention::Frame *f = retention_.find(h.seq);
+		if (f && f->stream < count_ && streams_[f->stream]) {
+			long waited = ms_since(f->sent, agent_.now());
+			if (waited >= cfg_.stream_timeout.count())
+				lose_stream(*streams_[f->stream],
+					    fmt::format("the peer has waited for DATA {}, sent on it {} "
+							"ms ago (--stream-timeout {})",
+							h.seq, waited, cfg_.stream_timeout.count()));
+		}
+	}
+	check_done();
+	return true;
+}
+
+void Session::keep_sent(unsigned stream, std::uint64_t seq, std::span<const std::byte> copy)
+{
+	retention_.keep_copy(seq, stream, agent_.now(), copy);
+}
+
+// ---- a stuck receiver ---------------------------------------------------------------
+
+void Session::watch_rx_stuck()
+{
+	if (rx_check_timer_.armed() || closing())
+		return;
+	rx_check_next_ = rx_.next();
+	rx_stuck_since_ = agent_.now();
+	rx_check_timer_.arm(agent_.timers(), kRxCheck);
+}
+
+void Session::on_rx_check()
+{
+	if (closing() || phase_ != Phase::running)
+		return;
+	bool ahead = rx_.held_frames() > 0;
+	for (auto &sp : streams_)
+		ahead = ahead || (sp && sp->parked);
+	if (!ahead)
+		return; // nothing waits for a missing frame: the watch ends
+	auto now = agent_.now();
+	if (rx_.next() != rx_check_next_ || ingress_paused_) {
+		// Moving, or waiting for the plain end: not stuck.
+		rx_check_next_ = rx_.next();
+		rx_stuck_since_ = now;
+	} else {
+		long stuck = ms_since(rx_stuck_since_, now);
+		if (splice_ && stuck >= kSpillAfter.count())
+			spill_parked();
+		if (!closing() && stuck >= kWaitingAfter.count() &&
+		    now - waiting_sent_ >= kWaitingPeriod) {
+			waiting_sent_ = now;
+			send_ack(wire::kAckFlagWaiting, true);
+		}
+	}
+	if (!closing())
+		rx_check_timer_.arm(agent_.timers(), kRxCheck);
+}
+
+// The zero-copy receiver parks a stream whose head frame is not due. A
+// frame sent again after a loss can queue behind later ones on its new
+// stream; when nothing moves, the parked heads (lowest first) are read into
+// the reorder buffer, within its budget, so the streams behind them go on.
+void Session::spill_parked()
+{
+	std::vector<Stream *> parked;
+	for (auto &sp : streams_)
+		if (sp && sp->parked && sp->head)
+			parked.push_back(sp.get());
+	std::sort(parked.begin(), parked.end(),
+		  [](const Stream *a, const Stream *b) { return a->head->seq < b->head->seq; });
+	for (Stream *st : parked) {
+		if (closing() || !attached(*st) || !fits_reorder(*st->head))
+			break;
+		st->parked = false;
+		st->spill = true;
+		stream_readable(*st);
+	}
+}
+
+// ---- losing a stream --------------------------------------------------------------------
+
+void Session::retire_stream(std::unique_ptr<Stream> st)
+{
+	if (!st)
+		return;
+	st->unwatch();
+	if (!st->conn.closed())
+		st->conn.close(true);
+	st->handler = &retired_stream_handler();
+	if (rx_owner_ == st.get())
+		rx_owner_ = nullptr;
+	agent_.retire(std::move(st));
+}
+
+bool Session::is_rejoining(const Stream &st) const
+{
+	return st.index < count_ && rejoins_[st.index] && rejoins_[st.index]->stream.get() == &st;
+}
+
+void Session::lose_stream(Stream &st, const std::string &why)
+{
+	if (closing())
+		return;
+	if (!attached(st) || phase_ != Phase::running || !st.open()) {
+		abort(wire::ErrorCode::stream_lost,
+		      fmt::format("stream {} from {}: {}", st.index, st.peer, why));
+		return;
+	}
+	unsigned i = st.index;
+	std::string peer = st.peer;
+	retire_stream(std::move(streams_[i]));
+	live_--;
+	if (both_ways_done()) { // nothing was left to lose
+		check_done();
+		return;
+	}
+	stats_.streams_lost++;
+	std::vector<std::uint64_t> carried = retention_.carried_by(i);
+	bool replace = side_ == Side::stripe && cfg_.rejoin_tries > 0;
+	log(LogLevel::warn, "{}: stream {} ({}) lost: {}; {} unacknowledged frames go again on {} "
+			    "other streams{}",
+	    tag(), i, peer, why, carried.size(), live_, replace ? "; a replacement follows" : "");
+	resend_.insert(resend_.end(), carried.begin(), carried.end());
+	std::sort(resend_.begin(), resend_.end());
+	resend_.erase(std::unique(resend_.begin(), resend_.end()), resend_.end());
+	flush_resends();
+	if (closing())
+		return;
+	// It may have held the start of the next frame: a copy at another
+	// stream's head can go now.
+	for (auto &sp : streams_)
+		if (sp && sp->parked && sp->head && sp->head->seq <= rx_.next()) {
+			sp->parked = false;
+			apply_pause(*sp);
+		}
+	if (live_ == 0)
+		failover_timer_.arm(agent_.timers(), cfg_.failover_deadline);
+	if (replace)
+		schedule_rejoin(i);
+	update_plain_pause();
+	pump();
+	watch_rx_stuck();
+}
+
+// The frames of lost streams go again, copied, on the least busy open
+// streams (oldest first); with none open they wait for a replacement.
+void Session::flush_resends()
+{
+	while (!resend_.empty() && !closing()) {
+		Retention::Frame *f = retention_.find(resend_.front());
+		if (!f) { // acknowledged meanwhile
+			resend_.pop_front();
+			continue;
+		}
+		Stream *st = least_queued();
+		if (!st)
+			return;
+		if (!retention_.materialize(*f)) {
+			abort(wire::ErrorCode::internal,
+			      fmt::format("cannot read back retained DATA {}", f->seq));
+			return;
+		}
+		send_frame(*st, wire::Type::data, f->seq, f->bytes);
+		f->stream = st->index;
+		f->sent = agent_.now();
+		stats_.frames_resent++;
+		resend_.pop_front();
+	}
+}
+
+void Session::on_failover_deadline()
+{
+	if (closing() || live_ > 0)
+		return;
+	stats_.timeouts++;
+	abort(wire::ErrorCode::stream_lost,
+	      fmt::format("no stream left for {} ms (--failover-deadline)",
+			  cfg_.failover_deadline.count()));
+}
+
+// ---- replacements -----------------------------------------------------------------------------
+
+void Session::schedule_rejoin(unsigned index)
+{
+	if (closing() || streams_shut_)
+		return;
+	auto &rj = rejoins_[index];
+	if (!rj)
+		rj = std::make_unique<Rejoin>([this, index] { start_rejoin(index); });
+	if (rj->stream)
+		return; // one is under way
+	if (rj->tries >= cfg_.rejoin_tries) {
+		bool trying = false;
+		for (auto &o : rejoins_)
+			trying = trying || (o && (o->stream || o->timer.armed()));
+		if (live_ == 0 && !trying) {
+			abort(wire::ErrorCode::stream_lost,
+			      fmt::format("every stream lost, and no replacement after {} tries each",
+					  rj->tries));
+			return;
+		}
+		log(LogLevel::warn, "{}: stream {}: no replacement after {} tries; {} streams left",
+		    tag(), index, rj->tries, live_);
+		return;
+	}
+	milliseconds wait = std::min(kRejoinMax, kRejoinFirst * (1u << std::min(rj->tries, 5u)));
+	rj->timer.arm(agent_.timers(), wait);
+}
+
+// The timer: the next try, or the deadline of the one under way.
+void Session::start_rejoin(unsigned index)
+{
+	Rejoin &rj = *rejoins_[index];
+	if (closing())
+		return;
+	if (rj.stream) {
+		rejoin_failed(*rj.stream, fmt::format("no HELLO-ACK within {} ms",
+						      cfg_.handshake_timeout.count()));
+		return;
+	}
+	rj.tries++;
+	std::string err;
+	rj.stream = open_stream(index, true, &err);
+	if (!rj.stream) {
+		log(LogLevel::warn, "{}: stream {}: replacement try {}: {}", tag(), index, rj.tries,
+		    err);
+		schedule_rejoin(index);
+		return;
+	}
+	rj.timer.arm(agent_.timers(), cfg_.connect_timeout + cfg_.handshake_timeout);
+}
+
+void Session::rejoin_failed(Stream &st, const std::string &why)
+{
+	unsigned i = st.index;
+	Rejoin &rj = *rejoins_[i];
+	log(LogLevel::warn, "{}: stream {}: replacement try {} of {} failed: {}", tag(), i, rj.tries,
+	    cfg_.rejoin_tries, why);
+	rj.timer.cancel();
+	retire_stream(std::move(rj.stream));
+	schedule_rejoin(i);
+}
+
+// A replacement whose handshake is over takes its index (join: the old
+// stream there, if the join side had not noticed its loss yet, goes).
+void Session::install_stream(std::unique_ptr<Stream> st)
+{
+	unsigned i = st->index;
+	if (streams_[i])
+		lose_stream(*streams_[i], "replaced by a rejoining stream");
+	if (closing()) {
+		retire_stream(std::move(st));
+		return;
+	}
+	if (rejoins_[i]) {
+		rejoins_[i]->timer.cancel();
+		rejoins_[i]->tries = 0;
+	}
+	stats_.streams_rejoined++;
+	log(LogLevel::info, "{}: stream {} ({}) rejoined the session", tag(), i, st->peer);
+	streams_[i] = std::move(st);
+	live_++;
+	failover_timer_.cancel();
+	Stream &ns = *streams_[i];
+	if (tx_fin_)
+		send_frame(ns, wire::Type::fin, tx_seq_, {});
+	if (ack_sent_ > 0 || rx_done_)
+		send_ack(0, false);
+	flush_resends();
+	if (closing())
+		return;
+	apply_pause(ns);
+	update_plain_pause();
+	pump();
+	check_done();
+}
+
+bool Session::rejoin_stream(std::unique_ptr<Stream> &st, std::span<const std::byte> leftover)
+{
+	if (phase_ != Phase::running || closing() || st->index >= count_)
+		return false;
+	st->handler = this;
+	st->state = Stream::State::open; // the join server saw its AUTH
+	Stream *ref = st.get();
+	install_stream(std::move(st));
+	if (!leftover.empty() && attached(*ref))
+		stream_data(*ref, leftover);
+	return true;
+}
+
+} // namespace agent
