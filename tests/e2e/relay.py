@@ -72,16 +72,13 @@ class Relay:
         start = len(self.proc.stdout())
         self.proc.signal(signal.SIGUSR1)
         t0 = time.monotonic()
-        pat = re.compile(r"^conn (\d+) (\w+) up (\d+) down (\d+)$", re.M)
-        last = {}
         while time.monotonic() - t0 < timeout:
-            time.sleep(0.1)
-            got = {int(c): (s, int(u), int(d)) for c, s, u, d in
-                   pat.findall(self.proc.stdout()[start:])}
-            if got and got == last:
-                return got
-            last = got
-        return last
+            out = self.proc.stdout()[start:]
+            if re.search(r"^held \d+$", out, re.M):
+                return {int(c): (s, int(u), int(d)) for c, s, u, d in
+                        re.findall(r"^conn (\d+) (\w+) up (\d+) down (\d+)$", out, re.M)}
+            time.sleep(0.02)
+        return {}
 
     def describe(self):
         """One line for a failure message: faults planned and hit, bytes."""

@@ -156,7 +156,8 @@ static void usage(FILE *f)
 "  conn N fault KIND at BYTES\n"
 "  conn N error: REASON               a socket error; both sides are reset\n"
 "  conn N closed                      the relay closed both sockets (also after a reset)\n"
-"SIGUSR1 prints 'conn N STATE up BYTES down BYTES' for every connection still held.\n"
+"SIGUSR1 prints 'conn N STATE up BYTES down BYTES' for every connection still held\n"
+"(STATE: connecting, relaying, stalled or blackholed), then 'held N'.\n"
 "Exit status: 0 never (it runs until killed), 1 on a setup error, 2 on a bad flag.\n",
 		CAPTURE_BYTES);
 }
@@ -741,13 +742,18 @@ static void accept_one(int cfd)
 
 static void dump_conns(void)
 {
+	unsigned held = 0;
+
 	for (unsigned i = 0; i < n_conns; i++) {
 		struct conn *c = conns[i];
 
-		if (c)
+		if (c) {
 			event("conn %u %s up %" PRIu64 " down %" PRIu64, c->id,
 			      conn_state_names[c->state], c->dir[0].written, c->dir[1].written);
+			held++;
+		}
 	}
+	event("held %u", held);
 }
 
 static void free_dead(void)
