@@ -269,6 +269,7 @@ def replay(r, hello, auth, label):
     join side: it must refuse the stream (a log line, the refused count) and
     the target must see no new connection. Returns the refusal's log line."""
     before = counters(r.join)
+    lost_before = [counters(p).get("streams_lost") for p in (r.stripe, r.join)]
     start = len(r.join.stderr())
     accepted = r.tgt.accepted
     s = r.env.connect(r.join.port, timeout=10)
@@ -295,6 +296,11 @@ def replay(r, hello, auth, label):
     time.sleep(0.3)
     check(r.tgt.accepted == accepted, "the %s replay reached the target (%d connections)"
           % (label, r.tgt.accepted))
+    # A REJOIN takes its index only once AUTH proves the key: a replay must
+    # not close the live stream there.
+    lost_after = [counters(p).get("streams_lost") for p in (r.stripe, r.join)]
+    check(lost_after == lost_before, "the %s replay cost the session a stream: streams lost "
+          "(stripe, join) %r -> %r" % (label, lost_before, lost_after))
     return lines[0].split("refused stream", 1)[1].strip()
 
 

@@ -444,6 +444,22 @@ static uint64_t read_allowance(const struct conn *c)
 	return c->fault_at - (c->dir[0].read + c->dir[1].read);
 }
 
+static void blackhole_read(struct endpoint *ep)
+{
+	for (;;) {
+		ssize_t n = recv(ep->fd, scratch, sizeof(scratch), 0);
+
+		if (n > 0)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		/* EOF or an error: nothing more to swallow here. The socket stays open
+		 * (a blackhole passes on no close either). */
+		unwatch(ep);
+		return;
+	}
+}
+
 static void apply_fault(struct conn *c)
 {
 	enum fault_kind k = c->fault;
@@ -467,6 +483,10 @@ static void apply_fault(struct conn *c)
 		close_pipes(c);
 		stop_capture(c);
 		c->state = CONN_BLACKHOLED;
+		/* What already waits was announced by an edge that is spent: read it now,
+		 * or a peer that has sent all it will would see a stall. */
+		blackhole_read(&c->ep[0]);
+		blackhole_read(&c->ep[1]);
 		break;
 	case FAULT_NONE:
 		break;
@@ -587,23 +607,6 @@ static void pump(struct conn *c)
 		conn_close(c, 0);
 }
 
-static void blackhole_read(struct conn *c, struct endpoint *ep)
-{
-	for (;;) {
-		ssize_t n = recv(ep->fd, scratch, sizeof(scratch), 0);
-
-		if (n > 0)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		/* EOF or an error: nothing more to swallow here. The socket stays open
-		 * (a blackhole passes on no close either). */
-		unwatch(ep);
-		(void)c;
-		return;
-	}
-}
-
 static int sock_error(int fd)
 {
 	int err = 0;
@@ -655,7 +658,7 @@ static void on_event(struct endpoint *ep, uint32_t events)
 		pump(c);
 		break;
 	case CONN_BLACKHOLED:
-		blackhole_read(c, ep);
+		blackhole_read(ep);
 		break;
 	case CONN_STALLED:
 	case CONN_CLOSED:
