@@ -12,8 +12,9 @@ Two more cases replay a stream's captured HELLO and AUTH (a first stream's,
 and a replacement's with REJOIN) to the join side, live and after the end:
 refused, and the target sees nothing of them.
 
-The random points come from one seed per run, printed in each case's line;
-E2E_FAILOVER_SEED=N runs the same plan again."""
+The random points come from one seed per run, printed in each case's line
+(and failure); E2E_FAILOVER_SEED=N runs the same plan again. E2E_FAILOVER_MIB
+sets the size (default 256; the sanitizer build always uses 32)."""
 
 import os
 import random
@@ -104,8 +105,8 @@ class Run:
         if self.errors:
             stats = ["%s: %s" % (p.name, counters(p)["line"]) for p in (self.stripe, self.join)
                      if p.alive()]
-            raise TestFailure("%s (seed %d)%s:\n%s\n%s\n%s" % (
-                what, self.seed, failover_missing(), "\n".join(self.errors),
+            raise TestFailure("%s (seed %d, %s)%s:\n%s\n%s\n%s" % (
+                what, self.seed, SIZE_NOTE, failover_missing(), "\n".join(self.errors),
                 self.relay.describe(), "\n".join(stats)))
 
     def check_transfer(self, cr, tr):

@@ -6,8 +6,8 @@
 
 FAULTRELAY := $(BUILD)/faultrelay
 
-$(FAULTRELAY): tests/tools/faultrelay.c
+$(FAULTRELAY): tests/tools/faultrelay.c tests/tools/faultrelay_plan.c tests/tools/faultrelay.h
 	@mkdir -p $(dir $@)
-	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ $<
+	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ tests/tools/faultrelay.c tests/tools/faultrelay_plan.c
 
 all: $(FAULTRELAY)
