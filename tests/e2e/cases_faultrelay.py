@@ -167,6 +167,25 @@ def t_backpressure(mkenv):
     return "sends stopped after %d MiB; relay RSS %d KiB" % (snd.sent // MiB, rss)
 
 
+def t_random_plan(mkenv):
+    """--random-faults: K distinct connections among the first --among, at
+    points in [1, span); the same seed, the same plan; another seed, another."""
+    env = mkenv()
+    plans = []
+    for i, seed in enumerate((11, 11, 12)):
+        r = faultrelay.start(env, 9, random_faults=(3, "stall", seed, 1000, 5))
+        plans.append(r.planned())
+        r.proc.kill()
+    conns = [c for c, _, _ in plans[0]]
+    check(len(set(conns)) == 3 and all(0 <= c < 5 for c in conns),
+          "connections drawn: %r (want 3 distinct among 0..4)" % conns)
+    check(all(k == "stall" and 1 <= a < 1000 for _, k, a in plans[0]),
+          "faults drawn: %r" % plans[0])
+    check(plans[0] == plans[1] and plans[0] != plans[2],
+          "seed 11 twice and 12: %r" % plans)
+    return "seed 11: %r" % plans[0]
+
+
 def tests():
     return [
         ("faultrelay: 16 MiB each way with half-closes -> intact; capture exact",
@@ -176,4 +195,6 @@ def tests():
         ("faultrelay: blackhole at a byte count -> swallowed, nothing closes", t_blackhole, 30),
         ("faultrelay: a side that stops reading -> the relay stops reading its peer",
          t_backpressure, 60),
+        ("faultrelay: --random-faults -> distinct connections, points in range, by seed",
+         t_random_plan, 30),
     ]
