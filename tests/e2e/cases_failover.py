@@ -32,8 +32,8 @@ from cases_abuse import check_idle, check_released
 from cases_traffic import check_exchange, exchange_target
 
 SIZE = (32 if SANITIZE else int(os.environ.get("E2E_FAILOVER_MIB", "256"))) * MiB
-SIZE_NOTE = "%d MiB each way%s" % (SIZE // MiB, " (sanitizer build: 32 MiB, not 256)"
-                                   if SANITIZE else "")
+SIZE_NOTE = "%d MiB each way%s" % (SIZE // MiB, " (the sanitizer build: 32 MiB, 256 in the "
+                                   "other suites)" if SANITIZE else "")
 # Each of the 4 streams carries about SIZE / 2 bytes (both ways together): a
 # fault drawn below SPAN hits in its first half, with most of the transfer
 # still to come.
@@ -43,8 +43,10 @@ SPAN = SIZE // 4
 FIRST = 64 * KiB
 STREAMS = 4
 SEED = int(os.environ.get("E2E_FAILOVER_SEED") or random.SystemRandom().randrange(1, 1 << 31))
-CLIENT_TIMEOUT = 30          # s without a byte before the client gives up
-TARGET_TIMEOUT = 15          # s for the target's report once the client is done
+# A lost stream is found within about 2 s (--stream-timeout 1000 after the
+# 500 ms WAITING): these leave ten times that.
+CLIENT_TIMEOUT = 20          # s without a byte before the client gives up
+TARGET_TIMEOUT = 10          # s for the target's report once the client is done
 CLOSE_DEADLINE = 5.0
 
 # The flags the failover tests run the proxies with. Those a build does not
