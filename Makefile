@@ -54,6 +54,7 @@ all: $(LIB_A) $(LIB_SO) $(PROXY) $(ECHO)
 -include bench/bench.mk
 -include tests/sanitize/sanitize.mk
 -include tests/fuzz/fuzz.mk
+-include tests/tools/tools.mk
 
 $(BUILD)/%.o: %.cpp | $(GEN_HDRS)
 	@mkdir -p $(dir $@)

@@ -20,7 +20,11 @@ PIPE_POOL = 16
 FIELDS = {"opened": "sessions opened", "done": r"\bdone", "failed": r"\bfailed",
           "active": r"\bactive", "streams_refused": "streams refused",
           "refused_full": "refused full", "dropped": "handshakes dropped",
-          "timeouts": r"\btimeouts", "memory_held": "memory held", "memory_peak": r"\bpeak"}
+          "timeouts": r"\btimeouts", "memory_held": "memory held", "memory_peak": r"\bpeak",
+          # failover (docs/wire-format.md, "Losing a stream"):
+          # "streams lost N rejoined N; frames resent N duplicates N"
+          "streams_lost": "streams lost", "rejoined": r"\brejoined",
+          "frames_resent": "frames resent", "duplicates": r"\bduplicates"}
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
               6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
               11: "CLOSING"}

@@ -34,12 +34,15 @@ import cases_badinput  # noqa: E402
 import cases_cli  # noqa: E402
 import cases_abuse  # noqa: E402
 import cases_http  # noqa: E402
+import cases_faultrelay  # noqa: E402
+import cases_failover  # noqa: E402
 
 
 
 def all_tests():
     tests = []
-    for mod in (cases_cli, cases_traffic, cases_failure, cases_badinput, cases_abuse, cases_http):
+    for mod in (cases_cli, cases_traffic, cases_failure, cases_badinput, cases_abuse, cases_http,
+                cases_faultrelay, cases_failover):
         tests += mod.tests()
     return tests
 
