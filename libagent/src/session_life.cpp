@@ -193,15 +193,20 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 	for (int i = 0; i < 4; i++)
 		err[i] = std::byte((std::uint32_t(code) >> (8 * i)) & 0xff);
 	std::memcpy(err + 4, reason.data(), text);
+	// The reason goes as an ERROR frame only if every stream can carry it:
+	// where one is backed up (bytes queued here, or its peer's window
+	// closed) the peer is not reading, would find the frame on none of them
+	// (a paused receiver reads no stream), and every stream is reset.
+	bool tell = tell_peer;
+	for (auto &st : streams_)
+		if (st && (!st->conn.connected() || st->conn.write_shut() || st->conn.queued() > 0 ||
+			   send_blocked(st->conn.fd())))
+			tell = false;
 	for (auto &st : streams_) {
 		if (!st)
 			continue;
 		st->unwatch();
-		// An idle stream can carry the reason; a busy one (or one
-		// already shut) is reset: the reason would queue behind bytes
-		// the peer may never read.
-		if (tell_peer && st->conn.connected() && !st->conn.write_shut() &&
-		    st->conn.queued() == 0 && !send_blocked(st->conn.fd())) {
+		if (tell) {
 			send_frame(*st, wire::Type::error, 0, {err, 4 + text});
 			st->conn.close_when_sent(cfg_.linger_timeout);
 		} else {

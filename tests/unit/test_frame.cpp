@@ -162,3 +162,42 @@ TEST_CASE("hello-ack round-trips and checks magic, version, reserved", "[frame]"
 	bad[31] = std::byte{1};
 	CHECK(decode_hello_ack(bad, out) == Status::bad_reserved);
 }
+
+TEST_CASE("ACK may carry WAITING; every other frame's flags are reserved", "[frame]")
+{
+	Header h;
+	h.type = Type::ack;
+	h.flags = kAckFlagWaiting;
+	h.seq = 41;
+	Header out;
+	REQUIRE(decode_header(enc(h), out) == Status::ok);
+	CHECK(out.flags == kAckFlagWaiting);
+	CHECK(out.seq == 41);
+	h.flags = 2;
+	CHECK(decode_header(enc(h), out) == Status::bad_reserved);
+	h.type = Type::data;
+	h.length = 10;
+	h.flags = kAckFlagWaiting;
+	CHECK(decode_header(enc(h), out) == Status::bad_reserved);
+	h.type = Type::ack;
+	h.flags = 0;
+	h.length = 1; // ACK has no payload
+	CHECK(decode_header(enc(h), out) == Status::bad_length);
+}
+
+TEST_CASE("HELLO's REJOIN flag round-trips; unknown flags are refused", "[frame]")
+{
+	Hello h;
+	h.session = 9;
+	h.index = 3;
+	h.count = 4;
+	h.flags = kHelloFlagRejoin;
+	std::byte b[kHelloSize];
+	encode_hello(h, b);
+	Hello out;
+	REQUIRE(decode_hello(std::span<const std::byte, kHelloSize>(b), out) == Status::ok);
+	CHECK(out.flags == kHelloFlagRejoin);
+	h.flags = 4;
+	encode_hello(h, b);
+	CHECK(decode_hello(std::span<const std::byte, kHelloSize>(b), out) == Status::bad_reserved);
+}
