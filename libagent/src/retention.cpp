@@ -24,13 +24,15 @@ void Retention::push(Frame f)
 void Retention::keep_copy(std::uint64_t seq, unsigned stream, Clock::time_point now,
 			  std::span<const std::byte> payload)
 {
-	push(Frame{seq, payload.size(), stream, now,
+	push(Frame{seq, payload.size(), stream, now, 0,
 		   std::vector<std::byte>(payload.begin(), payload.end()), Pipe()});
 }
 
 bool Retention::keep_tee(std::uint64_t seq, unsigned stream, Clock::time_point now,
 			 const Pipe &pipe)
 {
+	if (pipe.bytes() < kMinTee || pipes_ >= kMaxPipes)
+		return false;
 	Pipe dup = Pipe::acquire(pipe.bytes());
 	if (!dup.valid())
 		return false;
@@ -39,7 +41,8 @@ bool Retention::keep_tee(std::uint64_t seq, unsigned stream, Clock::time_point n
 		// over at the first byte): the duplicate is no use.
 		return false;
 	}
-	push(Frame{seq, pipe.bytes(), stream, now, {}, std::move(dup)});
+	push(Frame{seq, pipe.bytes(), stream, now, 0, {}, std::move(dup)});
+	pipes_++;
 	return true;
 }
 
@@ -53,6 +56,7 @@ std::size_t Retention::ack(std::uint64_t n)
 		Frame &f = frames_.front();
 		bytes_ -= f.length;
 		memory_.give(f.bytes.size());
+		pipes_ -= f.pipe.valid();
 		// A pipe with bytes is closed, not pooled: dropping its pages
 		// is the close.
 		frames_.pop_front();
@@ -91,6 +95,7 @@ bool Retention::materialize(Frame &f)
 	std::vector<std::byte> out(f.length);
 	ssize_t n = f.pipe.read_into(out.data(), out.size());
 	f.pipe = Pipe();
+	pipes_--;
 	if (n != static_cast<ssize_t>(f.length))
 		return false;
 	memory_.take(out.size());

@@ -32,9 +32,13 @@ public:
 		std::size_t length;
 		unsigned stream;             // the stream it went out on last
 		Clock::time_point sent;      // when it went out there
+		unsigned resends = 0;        // times sent again after a loss
 		std::vector<std::byte> bytes; // the copy path's payload...
 		Pipe pipe;                    // ...or the zero-copy path's
 	};
+
+	static constexpr std::size_t kMinTee = 64 * 1024;
+	static constexpr std::size_t kMaxPipes = 32;
 
 	explicit Retention(MemoryBudget &memory) : memory_(memory) {}
 	~Retention();
@@ -45,8 +49,10 @@ public:
 	void keep_copy(std::uint64_t seq, unsigned stream, Clock::time_point now,
 		       std::span<const std::byte> payload);
 	// Keeps a duplicate of pipe's bytes (which stay in pipe, to be sent).
-	// False, keeping nothing, when no pipe or no room for the duplicate can
-	// be had: the caller keeps a copy instead.
+	// False, keeping nothing, when the frame is small (a copy is cheaper
+	// than two descriptors), kMaxPipes frames are kept as pipes already, or
+	// no pipe or no room for the duplicate can be had: the caller keeps a
+	// copy instead.
 	bool keep_tee(std::uint64_t seq, unsigned stream, Clock::time_point now, const Pipe &pipe);
 
 	// ACK n: frames below n are delivered. Returns the frames released.
@@ -72,6 +78,7 @@ private:
 	MemoryBudget &memory_;
 	std::deque<Frame> frames_; // increasing seq
 	std::size_t bytes_ = 0;
+	std::size_t pipes_ = 0; // frames kept as pipes
 	std::uint64_t acked_ = 0;
 };
 

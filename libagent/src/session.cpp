@@ -263,13 +263,19 @@ std::size_t Session::queued() const
 	return n;
 }
 
-// The open stream with the fewest bytes queued (ties round robin), or null.
-Stream *Session::least_queued() const
+Stream *Session::least_queued(bool kernel_too, const Stream *besides) const
 {
 	std::size_t queued[wire::kMaxStreams];
-	for (unsigned i = 0; i < count_; i++)
-		queued[i] = streams_[i] && streams_[i]->open() ? streams_[i]->conn.queued() : SIZE_MAX;
-	if (live_ == 0)
+	bool any = false;
+	for (unsigned i = 0; i < count_; i++) {
+		const Stream *st = streams_[i].get();
+		queued[i] = SIZE_MAX;
+		if (!st || !st->open() || st == besides)
+			continue;
+		queued[i] = st->conn.queued() + (kernel_too ? unsent_bytes(st->conn.fd()) : 0);
+		any = true;
+	}
+	if (!any)
 		return nullptr;
 	return streams_[const_cast<Scheduler &>(sched_).pick({queued, count_})].get();
 }
@@ -298,7 +304,7 @@ void Session::update_plain_pause()
 		full = least >= cfg_.send_limit || over;
 		roomy = least < cfg_.send_limit / 2 && !over;
 	}
-	full = full || retention_.bytes() >= cfg_.retention;
+	full = full || retention_.bytes() + cfg_.chunk > cfg_.retention;
 	roomy = roomy && retention_.bytes() + cfg_.chunk <= cfg_.retention;
 	if (app_) {
 		// An application cannot be paused: stop feeding it instead.

@@ -81,7 +81,6 @@ public:
 	std::size_t payload_left = 0;       // its payload bytes still unread
 	std::vector<std::byte> payload;     // payloads that are read into memory
 	bool parked = false;  // its DATA frame waits for the frames before it
-	bool spill = false;   // read its parked frame into the reorder buffer
 	std::size_t discard = 0; // bytes of its frame delivered by a lost stream
 
 	// The handshake (docs/wire-format.md): the HELLO sent (stripe) or
@@ -248,7 +247,12 @@ private:
 	void lose_stream(Stream &st, const std::string &why);
 	void retire_stream(std::unique_ptr<Stream> st);
 	void flush_resends();
-	Stream *least_queued() const;
+	void frame_waited_for(std::uint64_t seq);
+	bool resend(Retention::Frame &f, Stream &st);
+	// The open stream with the least backlog (bytes queued here; with
+	// kernel_too, also those unacknowledged in its socket), other than
+	// besides; ties round robin. Null if none.
+	Stream *least_queued(bool kernel_too = false, const Stream *besides = nullptr) const;
 	void watch_rx_stuck();
 	void on_rx_check();
 	void spill_parked();
@@ -306,6 +310,10 @@ private:
 	// stream splicing it (null if it was lost: a copy skips that much).
 	std::size_t rx_partial_ = 0;
 	const Stream *rx_owner_ = nullptr;
+	// Stuck (see on_rx_check): frames ahead of the next one are read into
+	// the reorder buffer, within its budget, instead of parking their
+	// streams, until the next one arrives.
+	bool spilling_ = false;
 	// ACKs of what was delivered (rx_.next()), and the wait for a frame that
 	// is stuck on its stream (later ones are in hand, it is not).
 	std::uint64_t ack_sent_ = 0;

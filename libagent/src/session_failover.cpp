@@ -117,18 +117,48 @@ bool Session::take_ack(Stream &st, const wire::Header &h)
 	// A lower one than seen before came on a slower stream: stale.
 	if (retention_.ack(h.seq) > 0)
 		update_plain_pause();
-	if ((h.flags & wire::kAckFlagWaiting) && h.seq < tx_seq_) {
-		Retention::Frame *f = retention_.find(h.seq);
-		if (f && f->stream < count_ && streams_[f->stream]) {
-			long waited = ms_since(f->sent, agent_.now());
-			if (waited >= cfg_.stream_timeout.count())
-				lose_stream(*streams_[f->stream],
-					    fmt::format("the peer has waited for DATA {}, sent on it {} "
-							"ms ago (--stream-timeout {})",
-							h.seq, waited, cfg_.stream_timeout.count()));
-		}
-	}
+	if ((h.flags & wire::kAckFlagWaiting) && h.seq < tx_seq_)
+		frame_waited_for(h.seq);
 	check_done();
+	return true;
+}
+
+// The peer has waited for DATA seq a while, with later frames in hand. Past
+// --stream-timeout, the stream it first went on is lost; a frame already
+// sent again (its new stream may just have a long queue before it) goes
+// once more on another stream instead, which costs nobody a stream.
+void Session::frame_waited_for(std::uint64_t seq)
+{
+	Retention::Frame *f = retention_.find(seq);
+	if (!f || f->stream >= count_ || !streams_[f->stream])
+		return;
+	long waited = ms_since(f->sent, agent_.now());
+	if (waited < cfg_.stream_timeout.count())
+		return;
+	if (f->resends == 0) {
+		lose_stream(*streams_[f->stream],
+			    fmt::format("the peer has waited for DATA {}, sent on it {} ms ago "
+					"(--stream-timeout {})",
+					seq, waited, cfg_.stream_timeout.count()));
+		return;
+	}
+	Stream *st = least_queued(true, streams_[f->stream].get());
+	if (st)
+		resend(*f, *st);
+}
+
+// Sends retained frame f again on st, copied.
+bool Session::resend(Retention::Frame &f, Stream &st)
+{
+	if (!retention_.materialize(f)) {
+		abort(wire::ErrorCode::internal, fmt::format("cannot read back retained DATA {}", f.seq));
+		return false;
+	}
+	send_frame(st, wire::Type::data, f.seq, f.bytes);
+	f.stream = st.index;
+	f.sent = agent_.now();
+	f.resends++;
+	stats_.frames_resent++;
 	return true;
 }
 
@@ -188,11 +218,11 @@ void Session::spill_parked()
 			parked.push_back(sp.get());
 	std::sort(parked.begin(), parked.end(),
 		  [](const Stream *a, const Stream *b) { return a->head->seq < b->head->seq; });
+	spilling_ = true;
 	for (Stream *st : parked) {
-		if (closing() || !attached(*st) || !fits_reorder(*st->head))
+		if (closing() || !spilling_ || !attached(*st) || !fits_reorder(*st->head))
 			break;
 		st->parked = false;
-		st->spill = true;
 		stream_readable(*st);
 	}
 }
@@ -272,18 +302,11 @@ void Session::flush_resends()
 			resend_.pop_front();
 			continue;
 		}
-		Stream *st = least_queued();
-		if (!st)
+		// The least backlog counting the kernel's queue: a frame sent
+		// again is one the peer waits for.
+		Stream *st = least_queued(true);
+		if (!st || !resend(*f, *st))
 			return;
-		if (!retention_.materialize(*f)) {
-			abort(wire::ErrorCode::internal,
-			      fmt::format("cannot read back retained DATA {}", f->seq));
-			return;
-		}
-		send_frame(*st, wire::Type::data, f->seq, f->bytes);
-		f->stream = st->index;
-		f->sent = agent_.now();
-		stats_.frames_resent++;
 		resend_.pop_front();
 	}
 }

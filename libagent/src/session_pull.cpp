@@ -41,9 +41,10 @@ StreamReader::Pulled Session::plain_pull()
 		unsigned open = 0;
 		for (unsigned i = 0; i < count_; i++)
 			open += sendable(i);
-		if (open == 0) {
-			// Every stream still holds a frame (or is connecting):
-			// read again once one has room (update_plain_pause).
+		if (open == 0 || retention_.bytes() + cfg_.chunk > cfg_.retention) {
+			// Every stream still holds a frame (or is connecting), or
+			// the retention is full until the peer acknowledges more:
+			// read again once there is room (update_plain_pause).
 			update_plain_pause();
 			break;
 		}
@@ -176,7 +177,8 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 		st.payload.clear();
 	}
 	const wire::Header h = *st.head;
-	if (h.type == wire::Type::data && splice_ && h.seq > rx_.next() && !st.spill) {
+	if (h.type == wire::Type::data && splice_ && h.seq > rx_.next() &&
+	    !(spilling_ && fits_reorder(h))) {
 		st.parked = true; // data_done() unparks it in its turn
 		watch_rx_stuck();
 		return false;
@@ -260,7 +262,6 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 		return false;
 	}
 	st.head.reset();
-	st.spill = false;
 	bool more = handle_frame(st, h, st.payload);
 	if (more && h.type == wire::Type::data)
 		drain_reorder();
@@ -316,6 +317,7 @@ void Session::data_done(Stream &st, std::uint64_t seq)
 {
 	st.head.reset();
 	rx_.advance();
+	spilling_ = false;
 	note_data(st, seq);
 	// The next frame's stream goes on, and so does one whose head is a
 	// copy of a frame delivered now (it is dropped).

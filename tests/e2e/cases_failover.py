@@ -332,6 +332,10 @@ def replay_case(mkenv, seed, conn, faults=()):
     if conn >= STREAMS:
         check(flags & FLAG_REJOIN, "connection %d (a replacement) has no REJOIN flag in its "
               "HELLO (flags %#x)" % (conn, flags))
+        # The capture holds its AUTH: the join takes the replacement a
+        # moment later, and that rejoin is not the replay's.
+        check(wait_until(lambda: counters(r.join).get("rejoined", 0) >= conn - STREAMS + 1, 10),
+              "the join side did not take the replacement (connection %d)" % conn)
     check(wait_until(lambda: r.tgt.accepted >= 1, 10), "the session reached no target")
     active = counters(r.join).get("active")
     check(active == 1 and not sender.done.is_set(),
