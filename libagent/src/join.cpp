@@ -110,6 +110,9 @@ public:
 					"(v1 HELLOs can be replayed: upgrade the stripe side)",
 					wire::oldest_version(hello), hello.version, wire::kMinVersion,
 					wire::kVersion));
+			if ((hello.flags & wire::kHelloFlagRejoin) && !sessions_.count(hello.session))
+				return refuse(st, fmt::format("REJOIN for session {:016x}, which is not "
+							      "open here", hello.session));
 			st.hello = hello;
 			st.hello_seen = true;
 			send_hello_ack(st, v);

@@ -378,6 +378,18 @@ void Session::stream_data(Stream &st, std::span<const std::byte> bytes)
 
 std::size_t Session::consume(Stream &st, std::span<const std::byte> buf)
 {
+	// A frame may lose a stream (an ACK WAITING), which pumps: that pump
+	// must not consume st.in under this loop. The caller pumps after.
+	bool outer = !consuming_;
+	consuming_ = true;
+	std::size_t off = consume_frames(st, buf);
+	if (outer)
+		consuming_ = false;
+	return off;
+}
+
+std::size_t Session::consume_frames(Stream &st, std::span<const std::byte> buf)
+{
 	std::size_t off = 0;
 	// Paused, the rest waits in st.in (pump() takes it up): a receive
 	// buffer's worth of frames past the pause would overshoot the budgets.
@@ -426,6 +438,10 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 	};
 	if (!st.open() && h.type != wire::Type::hello_ack && h.type != wire::Type::error)
 		return bad("a frame before the HELLO-ACK");
+	// A frame on a replacement proves the join side took it: its index may
+	// be replaced as many times again.
+	if (st.open() && rejoins_[st.index])
+		rejoins_[st.index]->tries = 0;
 	switch (h.type) {
 	case wire::Type::hello_ack:
 		if (st.open())
@@ -446,6 +462,7 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 			st.blocked = true;
 			apply_pause(st);
 			agent_.memory().wait(*this);
+			watch_rx_stuck();
 			return false;
 		}
 		switch (rx_.offer(h.seq, payload)) {
@@ -456,6 +473,7 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 			break;
 		case ReorderBuffer::Verdict::stored:
 			agent_.memory().take(payload.size());
+			watch_rx_stuck();
 			break;
 		case ReorderBuffer::Verdict::duplicate:
 			stats_.duplicates_dropped++;
@@ -468,6 +486,7 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 			// frames before it arrive and free the budget.
 			st.blocked = true;
 			apply_pause(st);
+			watch_rx_stuck();
 			return false;
 		}
 		st.blocked = false;
@@ -549,7 +568,7 @@ void Session::drain_reorder()
 // session started) get another go; repeats while anything moves.
 void Session::pump()
 {
-	if (pumping_ || phase_ == Phase::setup)
+	if (pumping_ || consuming_ || phase_ == Phase::setup)
 		return;
 	pumping_ = true;
 	bool progress = true;

@@ -217,6 +217,7 @@ private:
 			std::span<const std::byte> payload);
 	void plain_read_ended(int err);
 	std::size_t consume(Stream &st, std::span<const std::byte> buf);
+	std::size_t consume_frames(Stream &st, std::span<const std::byte> buf);
 	bool handle_frame(Stream &st, const wire::Header &h, std::span<const std::byte> payload);
 	void deliver(std::span<const std::byte> bytes);
 	void drain_reorder();
@@ -342,6 +343,7 @@ private:
 		freed,   // closed and idle: handed to the host to be freed
 	} phase_ = Phase::setup;
 	bool pumping_ = false;
+	bool consuming_ = false; // inside consume(): pump() waits for the caller
 
 	Agent::Clock::time_point last_progress_;
 	Timer idle_timer_{[this] { on_idle(); }};

@@ -184,7 +184,7 @@ void Session::on_rx_check()
 		return;
 	bool ahead = rx_.held_frames() > 0;
 	for (auto &sp : streams_)
-		ahead = ahead || (sp && sp->parked);
+		ahead = ahead || (sp && (sp->parked || sp->blocked));
 	if (!ahead)
 		return; // nothing waits for a missing frame: the watch ends
 	auto now = agent_.now();
@@ -395,10 +395,8 @@ void Session::install_stream(std::unique_ptr<Stream> st)
 		retire_stream(std::move(st));
 		return;
 	}
-	if (rejoins_[i]) {
-		rejoins_[i]->timer.cancel();
-		rejoins_[i]->tries = 0;
-	}
+	if (rejoins_[i])
+		rejoins_[i]->timer.cancel(); // its tries count until a frame comes on it
 	stats_.streams_rejoined++;
 	log(LogLevel::info, "{}: stream {} ({}) rejoined the session", tag(), i, st->peer);
 	streams_[i] = std::move(st);
