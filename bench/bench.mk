@@ -55,3 +55,11 @@ bench-paths: .deps-ok
 	$(MAKE) all $(BENCH_DELAYLINE)
 	$(BENCH_PY) bench/paths.py --build $(BUILD) $(PATHS_ARGS)
 
+# The event-path scenario alone (bench/events.py): uring and bpf here, kmod in
+# the qemu guest of tests/vm/. EVENTS_ARGS passes options, e.g. EVENTS_ARGS=--quick
+EVENTS_ARGS ?=
+.PHONY: bench-events
+bench-events: .deps-ok
+	$(MAKE) all $(BENCH_CHATTER)
+	$(BENCH_PY) bench/events.py --build $(BUILD) $(EVENTS_ARGS)
+
