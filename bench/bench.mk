@@ -63,3 +63,10 @@ bench-events: .deps-ok
 	$(MAKE) all $(BENCH_CHATTER)
 	$(BENCH_PY) bench/events.py --build $(BUILD) $(EVENTS_ARGS)
 
+# The idle-sessions scenario alone (bench/idle.py): 10,000 sessions through
+# stripe + join and through HAProxy. IDLE_ARGS passes options.
+IDLE_ARGS ?=
+.PHONY: bench-idle
+bench-idle: .deps-ok
+	$(MAKE) all $(BENCH_CHATTER)
+	$(BENCH_PY) bench/idle.py --build $(BUILD) $(IDLE_ARGS)
