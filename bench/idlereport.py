@@ -77,10 +77,11 @@ def render_md(res):
         return "\n".join(L)
     L.append(
         f"Clients connect in batches of {res['batch']} (a batch waits until the holder, "
-        f"the script, has accepted the one before), through a fresh chain each: agentproxy "
-        f"stripe ({res['streams']} streams, `--events {res['events']}`, `--max-sessions "
-        f"{n + 64}`) -> join, and HAProxy A -> B (splice, `tune.pipesize 1048576`, "
-        f"`nbthread 1`, `maxconn {n + 64}`), in a network namespace of their own "
+        f"`bench_chatter hold`, has accepted the one before), through a fresh chain each: "
+        f"agentproxy stripe ({res['streams']} streams, `--events {res['events']}`, "
+        f"`--max-sessions` its share + 16) -> join, and HAProxy A -> B (splice, "
+        f"`tune.pipesize 1048576`, `nbthread 1`, `maxconn` its share + 16), in a network "
+        f"namespace of their own "
         f"(ephemeral ports 1024-65535). RLIMIT_NOFILE {res.get('rlimit_nofile')}"
         + (f" ({res['rlimit_note']})" if res.get("rlimit_note") else "") +
         ": one process holds what that allows, and past it the sessions are spread "
