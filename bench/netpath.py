@@ -28,7 +28,7 @@ SERVER_IP = "10.77.0.2"
 EXTRA_CLIENT_IPS = [f"10.77.0.{11 + i}" for i in range(7)]  # MPTCP subflow endpoints
 FLOW_CLASSES = 64          # HTB classes per end for the per-flow cap (round robin)
 MARK_BASE = 0x100          # conntrack mark = HTB minor of the connection's class
-NS_RE = re.compile(r"^amx(\d+)-[cms]$")
+NS_RE = re.compile(r"^amx(\d+)-[cmsi]$")  # i: bench/idle.py
 
 
 class PathError(Exception):

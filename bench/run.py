@@ -13,9 +13,8 @@ Each contender runs in both directions (forward: client sends; reverse: iperf3 -
 Rounds are interleaved (every contender once per round) so that the noise of a
 shared machine spreads over all of them; the median of the rounds is reported.
 
-Then the memory of an idle session: N client connections held open through a
-fresh stripe -> join pair to a server that accepts and holds (and echoes), with
-VmRSS of stripe and join read before and after.
+Then the latency scenario (bench/latency.py), the event path (bench/events.py),
+idle sessions (bench/idle.py) and the wide-area paths (bench/paths.py).
 
 Writes OUT/results.md, OUT/results.json, OUT/throughput.png (OUT defaults to
 BUILD/bench) and keeps every process's log in OUT/logs/. Every process it starts
@@ -28,8 +27,6 @@ import datetime
 import json
 import os
 import platform
-import resource
-import selectors
 import shlex
 import shutil
 import signal
@@ -41,6 +38,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import events  # noqa: E402
+import eventsreport  # noqa: E402
+import idle  # noqa: E402
+import idlereport  # noqa: E402
 import latency  # noqa: E402
 import pathreport  # noqa: E402
 import paths  # noqa: E402
@@ -213,22 +214,6 @@ def cpu_times():
         f = [int(x) for x in fh.readline().split()[1:]]
     idle = f[3] + f[4]
     return sum(f) - idle, sum(f)
-
-
-def vmrss(pid):
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise Abort(f"no VmRSS for pid {pid}")
-
-
-def human_bytes(n):
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
-        n /= 1024
 
 
 # --------------------------------------------------------------------------
@@ -427,131 +412,6 @@ def iperf(port, seconds, reverse):
 
 
 # --------------------------------------------------------------------------
-# Memory of idle sessions
-
-
-def memory_test(args, logdir):
-    proxy = os.path.join(args.build, "agentproxy")
-    target_port, back, front = free_ports(3)
-    n = args.sessions
-    sel = selectors.DefaultSelector()
-    holder = socket.socket()
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    holder.bind((HOST, target_port))
-    holder.listen(4096)
-    holder.setblocking(False)
-    sel.register(holder, selectors.EVENT_READ, "accept")
-    held, clients = [], []
-    common = shlex.split(args.agent_flags)
-    j = s = None
-    try:
-        j = spawn("memory-join", [proxy, "join", "--listen", f"{HOST}:{back}", "--target",
-                                  f"{HOST}:{target_port}", "--events", args.events] +
-                  common + shlex.split(args.join_flags), logdir)
-        s = spawn("memory-stripe", [proxy, "stripe", "--listen", f"{HOST}:{front}", "--peer",
-                                    f"{HOST}:{back}", "--streams", str(args.memory_streams),
-                                    "--events", args.events] + common +
-                  shlex.split(args.stripe_flags), logdir)
-        wait_listen(back, [j], "memory join")
-        wait_listen(front, [s], "memory stripe")
-
-        def pump(until, deadline):
-            while not until() and time.monotonic() < deadline:
-                for key, _ in sel.select(timeout=0.1):
-                    if key.data == "accept":
-                        try:
-                            while True:
-                                c, _ = holder.accept()
-                                c.setblocking(False)
-                                held.append(c)
-                                sel.register(c, selectors.EVENT_READ, "echo")
-                        except BlockingIOError:
-                            pass
-                    elif key.data == "echo":
-                        try:
-                            d = key.fileobj.recv(65536)
-                            if d:
-                                key.fileobj.sendall(d)
-                            else:
-                                sel.unregister(key.fileobj)
-                        except OSError:
-                            sel.unregister(key.fileobj)
-                    else:  # a client reading its echo back
-                        try:
-                            d = key.fileobj.recv(65536)
-                        except OSError:
-                            d = b""
-                        key.data[0] += len(d)
-                        if not d or key.data[0] >= args.ping_bytes:
-                            sel.unregister(key.fileobj)
-                for p in (s, j):
-                    if p.poll() is not None:
-                        raise Abort(f"memory test: {p.bench_name} exited "
-                                    f"(see {p.bench_log.name})")
-            return until()
-
-        time.sleep(0.5)
-        rss0 = {"stripe": vmrss(s.pid), "join": vmrss(j.pid)}
-        t0 = time.monotonic()
-        for i in range(n):
-            c = socket.create_connection((HOST, front), timeout=5)
-            clients.append(c)
-            if i % 50 == 49:
-                pump(lambda: len(held) >= i + 1, time.monotonic() + 5)
-        ok = pump(lambda: len(held) >= n, time.monotonic() + 20)
-        if not ok:
-            raise Abort(f"memory test: only {len(held)} of {n} sessions reached the server")
-        setup_s = time.monotonic() - t0
-        time.sleep(1.0)
-        rss1 = {"stripe": vmrss(s.pid), "join": vmrss(j.pid)}
-
-        # Now carry a little data through every session and let them idle again.
-        payload = b"x" * args.ping_bytes
-        states = []
-        for c in clients:
-            c.sendall(payload)
-            c.setblocking(False)
-            st = [0]
-            states.append(st)
-            sel.register(c, selectors.EVENT_READ, st)
-        ok = pump(lambda: all(st[0] >= args.ping_bytes for st in states),
-                  time.monotonic() + 20)
-        if not ok:
-            done = sum(st[0] >= args.ping_bytes for st in states)
-            raise Abort(f"memory test: only {done} of {n} sessions echoed {args.ping_bytes} B")
-        time.sleep(1.0)
-        rss2 = {"stripe": vmrss(s.pid), "join": vmrss(j.pid)}
-
-        for c in clients:
-            try:
-                sel.unregister(c)
-            except (KeyError, ValueError):
-                pass
-            c.close()
-        clients.clear()
-        pump(lambda: False, time.monotonic() + 2.0)  # let the closes run through
-        rss3 = {"stripe": vmrss(s.pid), "join": vmrss(j.pid)}
-        res = {"sessions": n, "streams": args.memory_streams, "ping_bytes": args.ping_bytes,
-               "setup_seconds": setup_s, "sides": {}}
-        for side in ("stripe", "join"):
-            res["sides"][side] = {
-                "rss_before": rss0[side], "rss_idle": rss1[side],
-                "rss_after_ping": rss2[side], "rss_after_close": rss3[side],
-                "per_session_idle": (rss1[side] - rss0[side]) / n,
-                "per_session_after_ping": (rss2[side] - rss0[side]) / n,
-            }
-        return res
-    finally:
-        for c in clients + held:
-            c.close()
-        holder.close()
-        sel.close()
-        for p in (s, j):
-            if p is not None:
-                stop(p)
-
-
-# --------------------------------------------------------------------------
 # Report
 
 
@@ -591,7 +451,7 @@ def fmt_ratio(x):
     return "n/a" if x is None else f"{x:.2f}x"
 
 
-def render_md(meta, contenders, summ, dirs, memory, mem_error):
+def render_md(meta, contenders, summ, dirs):
     L = []
     L.append("# agentmux benchmark")
     L.append("")
@@ -633,30 +493,6 @@ def render_md(meta, contenders, summ, dirs, memory, mem_error):
             L.append(f"- {label} {d}: {e}")
 
     L.append("")
-    L.append("## Memory of an idle session")
-    L.append("")
-    if memory:
-        m = memory
-        L.append(f"{m['sessions']} client sessions held open through a fresh stripe "
-                 f"({m['streams']} streams) -> join pair to a server that accepts and holds; "
-                 f"VmRSS of each process before, with the sessions idle, after each session "
-                 f"echoed {m['ping_bytes']} bytes and idled again, and after all closed. "
-                 f"Kernel socket memory is not in VmRSS.")
-        L.append("")
-        L.append("| side | RSS before | RSS, sessions idle | per idle session | RSS after echo "
-                 "| per session after echo | RSS after close |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|")
-        for side in ("stripe", "join"):
-            x = m["sides"][side]
-            L.append(f"| {side} | {human_bytes(x['rss_before'])} | {human_bytes(x['rss_idle'])} "
-                     f"| {human_bytes(x['per_session_idle'])} | "
-                     f"{human_bytes(x['rss_after_ping'])} | "
-                     f"{human_bytes(x['per_session_after_ping'])} | "
-                     f"{human_bytes(x['rss_after_close'])} |")
-    else:
-        L.append(f"not measured: {mem_error}")
-
-    L.append("")
     L.append("## Targets (issue 2, item 9)")
     L.append("")
     a = summ.get(("agentproxy-4", "fwd"))
@@ -669,18 +505,11 @@ def render_md(meta, contenders, summ, dirs, memory, mem_error):
             verdict = "n/a" if v is None else ("met" if v >= goal else "NOT met")
             L.append(f"- agentproxy 4 streams {d} vs {ref}: {fmt_ratio(v)} "
                      f"(target >= {goal}x): {verdict}")
-    if memory:
-        for side in ("stripe", "join"):
-            x = memory["sides"][side]
-            for what in ("per_session_idle", "per_session_after_ping"):
-                v = x[what]
-                L.append(f"- {side} memory {what.replace('_', ' ')}: {human_bytes(v)} "
-                         f"(target <= 64 KiB): {'met' if v <= 64 * 1024 else 'NOT met'}")
     L.append("")
     return "\n".join(L)
 
 
-def plot(path, contenders, summ, dirs, meta, memory):
+def plot(path, contenders, summ, dirs, meta):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -688,11 +517,7 @@ def plot(path, contenders, summ, dirs, meta, memory):
     labels = [c.label.replace(" (", "\n(") for c in contenders]
     x = list(range(len(contenders)))
     width = 0.8 / len(dirs)
-    if memory:
-        fig, (ax, mx) = plt.subplots(1, 2, figsize=(max(9, 1.5 * len(contenders) + 2.5), 5.5),
-                                     gridspec_kw={"width_ratios": [len(contenders), 1.6]})
-    else:
-        fig, ax = plt.subplots(figsize=(max(8, 1.5 * len(contenders)), 5.5))
+    fig, ax = plt.subplots(figsize=(max(8, 1.5 * len(contenders)), 5.5))
     colors = {"fwd": "#3b75af", "rev": "#ef8636"}
     for i, d in enumerate(dirs):
         vals, lo, hi = [], [], []
@@ -727,26 +552,6 @@ def plot(path, contenders, summ, dirs, meta, memory):
     ax.set_title(f"iperf3 through each contender on loopback, {meta['cpus']} CPUs, "
                  f"TCP {meta.get('congestion', '?')}, {meta['date'][:10]}")
     ax.legend()
-    if memory:
-        sides = ["stripe", "join"]
-        idle = [memory["sides"][x]["per_session_idle"] / 1024 for x in sides]
-        ping = [memory["sides"][x]["per_session_after_ping"] / 1024 for x in sides]
-        xs = list(range(len(sides)))
-        for off, vals, lab, col in ((-0.2, idle, "idle", "#6a9f58"),
-                                    (0.2, ping, "after an echo", "#967662")):
-            bars = mx.bar([x + off for x in xs], vals, 0.4, label=lab, color=col)
-            for b, v in zip(bars, vals):
-                mx.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v), ha="center",
-                            va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
-        mx.axhline(64, color="gray", linestyle="--", linewidth=1)
-        mx.text(len(sides) - 0.5, 64, "target 64 KiB", ha="right", va="bottom", fontsize=8,
-                color="gray")
-        mx.set_ylim(0, max(72, max(idle + ping) * 1.15))
-        mx.set_xticks(xs)
-        mx.set_xticklabels(sides)
-        mx.set_ylabel("KiB of VmRSS per session")
-        mx.set_title(f"memory, {memory['sessions']} sessions", fontsize=10)
-        mx.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -773,19 +578,14 @@ def main():
                     help="contenders to run, comma separated: direct, agentproxy "
                          "(or agentproxy-N), haproxy, naive, socat (default: all)")
     ap.add_argument("--no-reverse", action="store_true", help="forward direction only")
-    ap.add_argument("--sessions", type=int, default=500,
-                    help="idle sessions for the memory test (0: skip it; default 500)")
-    ap.add_argument("--memory-streams", type=int, default=4,
-                    help="streams per session in the memory test (default 4)")
-    ap.add_argument("--ping-bytes", type=int, default=1024,
-                    help="bytes each idle session echoes once (default 1024)")
     ap.add_argument("--latency-count", type=int, default=5000,
                     help="round trips per contender and round in the latency scenario "
                          "(0: skip it; default 5000)")
     ap.add_argument("--latency-size", type=int, default=64,
                     help="bytes each way per round trip (default 64)")
     ap.add_argument("--quick", action="store_true",
-                    help="1 round of 2 s, streams 4 only, 100 sessions: a smoke test")
+                    help="1 round of 2 s, streams 4 only, 1,000 idle sessions, the event path "
+                         "1 s a run: a smoke test")
     ap.add_argument("--timeout", type=int, default=420,
                     help="abort everything after this many seconds (default 420)")
     ap.add_argument("--congestion", default="",
@@ -794,12 +594,19 @@ def main():
                          "contender alike and put back after (default: leave it, "
                          "the run records it)")
     ap.add_argument("--no-plot", action="store_true")
+    events.add_args(ap)
+    idle.add_args(ap)
     paths.add_args(ap)
     args = ap.parse_args()
+    try:
+        events.load_list(args)
+    except ValueError as e:
+        ap.error(str(e))
     if args.quick:
         paths.quick(args)
+        events.quick(args)
+        idle.quick(args)
         args.seconds, args.repeats, args.streams = 2, 1, "4"
-        args.sessions = min(args.sessions, 100)
         args.latency_count = min(args.latency_count, 1000)
     args.streams = [int(x) for x in args.streams.split(",") if x]
     out = args.out or os.path.join(args.build, "bench")
@@ -810,14 +617,9 @@ def main():
     for tool in ("iperf3", "haproxy", "socat"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is not installed (run `make deps`)")
-    for f in ("agentproxy", "bench_relay", "bench_pingpong"):
+    for f in ("agentproxy", "bench_relay", "bench_pingpong", "bench_chatter"):
         if not os.access(os.path.join(args.build, f), os.X_OK):
             sys.exit(f"bench: {args.build}/{f} is missing (run `make bench`)")
-
-    # 500 sessions x (1 client + 4 streams) fds per proxy, and the holder's.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want_fds = min(hard, max(soft, 8 * args.sessions + 1024))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want_fds, hard))
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
         signal.signal(sig, _on_signal)
@@ -861,7 +663,8 @@ def main():
     }
 
     tmp = tempfile.mkdtemp(prefix="agentmux-bench-")
-    runs, memory, mem_error, contenders = [], None, None, []
+    runs, contenders = [], []
+    event_results, idle_results = None, None
     latency_runs, latency_summary = [], None
     path_results = None
     started = time.monotonic()
@@ -921,21 +724,16 @@ def main():
                                            lambda line: print(line, flush=True))
             latency_summary = latency.summarize(lat_contenders, latency_runs)
             stop_all()
-        if args.sessions > 0:
-            print(f"bench: memory: {args.sessions} idle sessions through stripe -> join ...",
-                  flush=True)
-            try:
-                memory = memory_test(args, logdir)
-                for side in ("stripe", "join"):
-                    x = memory["sides"][side]
-                    print(f"bench: memory {side}: {human_bytes(x['per_session_idle'])} per idle "
-                          f"session, {human_bytes(x['per_session_after_ping'])} after an echo",
-                          flush=True)
-            except (Abort, OSError) as e:
-                if isinstance(e, Abort) and str(e).startswith("signal"):
-                    raise
-                mem_error = str(e)
-                print(f"bench: memory test failed: {e}", flush=True)
+        if not args.no_events:  # bench/events.py: events/s and CPU per event
+            signal.alarm(args.events_timeout + 30)
+            event_results = events.run(args, logdir, sys.modules[__name__],
+                                       lambda line: print(line, flush=True))
+            stop_all()
+        if not args.no_idle:  # bench/idle.py: memory and setup of N idle sessions
+            signal.alarm(args.idle_timeout + 30)
+            idle_results = idle.run(args, logdir, sys.modules[__name__],
+                                    lambda line: print(line, flush=True))
+            stop_all()
         if not args.no_paths:  # bench/paths.py: lossy and capped paths in namespaces
             signal.alarm(args.path_timeout + 30)
             path_results = paths.run(args, logdir, sys.modules[__name__],
@@ -958,9 +756,13 @@ def main():
     meta["elapsed_seconds"] = round(time.monotonic() - started, 1)
     meta["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     summ = summarize(contenders, runs, dirs)
-    md = render_md(meta, contenders, summ, dirs, memory, mem_error)
+    md = render_md(meta, contenders, summ, dirs)
     if latency_summary:
         md += "\n" + latency.render_md(latency_summary, args.latency_count, args.latency_size)
+    if event_results:
+        md += "\n" + eventsreport.render_md(event_results)
+    if idle_results:
+        md += "\n" + idlereport.render_md(idle_results)
     if path_results:
         md += "\n" + pathreport.render_md(path_results)
     print()
@@ -968,23 +770,27 @@ def main():
     with open(os.path.join(out, "results.md"), "w") as fh:
         fh.write(md)
     with open(os.path.join(out, "results.json"), "w") as fh:
-        json.dump({"meta": meta, "summary": list(summ.values()), "memory": memory,
-                   "memory_error": mem_error, "runs": runs,
+        json.dump({"meta": meta, "summary": list(summ.values()), "runs": runs,
                    "latency": {"summary": latency_summary, "runs": latency_runs},
-                   "paths": path_results},
+                   "events": event_results, "idle": idle_results, "paths": path_results},
                   fh, indent=1)
     if not args.no_plot:
         try:
-            plot(os.path.join(out, "throughput.png"), contenders, summ, dirs, meta, memory)
+            plot(os.path.join(out, "throughput.png"), contenders, summ, dirs, meta)
             if latency_summary:
                 latency.plot(os.path.join(out, "latency.png"), latency_summary,
                              f"{args.latency_size}-byte round trips, {meta['congestion']}, "
                              f"{meta['date']}")
+            if event_results:
+                eventsreport.plot(out, event_results)
+            if idle_results:
+                idlereport.plot(out, idle_results)
             if path_results:
                 pathreport.plot(out, path_results)
         except Exception as e:  # a missing matplotlib must not hide the numbers
             print(f"bench: no plot: {e}", file=sys.stderr)
-    print(f"bench: wrote {out}/results.md, results.json, throughput.png, latency.png "
+    pngs = sorted(f for f in os.listdir(out) if f.endswith(".png"))
+    print(f"bench: wrote {out}/results.md, results.json, {', '.join(pngs)} "
           f"({meta['elapsed_seconds']} s)")
     return rc
 
