@@ -197,7 +197,7 @@ void add_common(CLI::App *sub, Options &o)
 		->capture_default_str();
 	sub->add_option("--keepalive", o.keepalive_s,
 			"seconds a stream may be idle before TCP keepalive probes it (keeps NAT "
-			"state; a peer that vanished ends the session after 3 unanswered "
+			"state; a stream whose peer vanished is lost after 3 unanswered "
 			"probes); 0: off")
 		->check(CLI::Range(0u, 86400u))
 		->capture_default_str();

@@ -35,7 +35,7 @@ void check_payload(const Header &h, const std::vector<std::byte> &payload)
 			return;
 		require(hello.count >= 1 && hello.count <= kMaxStreams);
 		require(hello.index < hello.count);
-		require((hello.flags & ~kHelloFlagAuth) == 0);
+		require((hello.flags & ~(kHelloFlagAuth | kHelloFlagRejoin)) == 0);
 		// A good HELLO is its own encoding.
 		std::byte again[kHelloSize];
 		encode_hello(hello, again);
@@ -95,7 +95,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
 		if (s != Status::ok)
 			return 0;
 		require(h.length <= kMaxPayload);
-		require(h.flags == 0);
+		// Only ACK has a flag (WAITING).
+		require(h.flags == 0 || (h.type == Type::ack && h.flags == kAckFlagWaiting));
 		// A good header is its own encoding.
 		std::byte again[kHeaderSize];
 		encode_header(h, again);

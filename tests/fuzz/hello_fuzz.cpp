@@ -69,7 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
 	std::uint16_t reserved = std::uint16_t(data[22] | data[23] << 8);
 	std::uint16_t oldest = min_version ? min_version : version; // v1: 0 there
 	bool good = magic == kMagic && version != 0 && oldest <= version &&
-		    !(flags & ~kHelloFlagAuth) && reserved == 0 && count >= 1 &&
+		    !(flags & ~(kHelloFlagAuth | kHelloFlagRejoin)) && reserved == 0 && count >= 1 &&
 		    count <= kMaxStreams && index < count;
 	require((s == Status::ok) == good);
 	if (s != Status::ok)

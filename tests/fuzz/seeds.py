@@ -34,6 +34,11 @@ def frame_seeds(rnd):
     yield data_frame(1, b"abc") + header(T_DATA, 100, 2) + b"only a part"
     yield header(T_HELLO, 56)[:10]
     yield header(T_FIN, 0, 1)
+    # Wire v2 failover: an ACK with WAITING, one with a reserved flag, and
+    # a stream that carries a resent frame after a later one.
+    yield header(T_ACK, 0, 12, flags=1)
+    yield header(T_ACK, 0, 12, flags=2)
+    yield data_frame(4, b"later") + header(T_ACK, 0, 3, flags=1) + data_frame(3, b"resent")
 
 
 def hello_seeds():
@@ -42,6 +47,8 @@ def hello_seeds():
     yield hello_body(3, 63, 64, key=KEY) + b"\x05"
     yield hello_body(9, 0, 2, key=b"another key, not the fuzz key")
     yield hello_body(4, 0, 2, flags=1)
+    yield hello_body(5, 1, 4, key=KEY, flags=2)   # REJOIN, signed
+    yield hello_body(6, 1, 4, flags=4)            # a reserved flag
 
 
 def main(argv):
