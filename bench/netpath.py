@@ -100,7 +100,22 @@ class Path:
     def ns(self, ns, *argv, **kw):
         return sh(["ip", "netns", "exec", ns] + list(argv), **kw)
 
+    def allow_congestion(self):
+        """A namespace may only pick a congestion control the host allows
+        (net.ipv4.tcp_allowed_congestion_control, host-wide; a fresh boot
+        allows only the default and reno): allow ours for the run, put the
+        list back in down()."""
+        path = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
+        with open(path) as f:
+            allowed = f.read().split()
+        if self.congestion in allowed:
+            return
+        self.allowed_before = " ".join(allowed)
+        with open(path, "w") as f:
+            f.write(" ".join(allowed + [self.congestion]))
+
     def up(self):
+        self.allow_congestion()
         for ns in (self.c, self.m, self.s):
             if ns in _netns_list():
                 _kill_ns(ns)
@@ -246,3 +261,7 @@ class Path:
         for ns in reversed(self.made):
             _kill_ns(ns)
         self.made = []
+        if getattr(self, "allowed_before", None):
+            with open("/proc/sys/net/ipv4/tcp_allowed_congestion_control", "w") as f:
+                f.write(self.allowed_before)
+            self.allowed_before = None

@@ -1,23 +1,14 @@
 // SPDX-License-Identifier: MIT
 #include "retention.hpp"
 
-#include "agent/memory_budget.hpp"
-
 #include <cassert>
 
 namespace agent {
-
-Retention::~Retention()
-{
-	for (Frame &f : frames_)
-		memory_.give(f.bytes.size());
-}
 
 void Retention::push(Frame f)
 {
 	assert(frames_.empty() || f.seq > frames_.back().seq);
 	bytes_ += f.length;
-	memory_.take(f.bytes.size());
 	frames_.push_back(std::move(f));
 }
 
@@ -55,7 +46,6 @@ std::size_t Retention::ack(std::uint64_t n)
 	while (!frames_.empty() && frames_.front().seq < n) {
 		Frame &f = frames_.front();
 		bytes_ -= f.length;
-		memory_.give(f.bytes.size());
 		pipes_ -= f.pipe.valid();
 		// A pipe with bytes is closed, not pooled: dropping its pages
 		// is the close.
@@ -98,7 +88,6 @@ bool Retention::materialize(Frame &f)
 	pipes_--;
 	if (n != static_cast<ssize_t>(f.length))
 		return false;
-	memory_.take(out.size());
 	f.bytes = std::move(out);
 	return true;
 }

@@ -4,10 +4,12 @@
 // frames it carried are sent again from here on the others. Frames are kept
 // in seq order; a cumulative ACK releases a prefix.
 //
-// A frame is kept either as bytes (the copy path; counted in the agent's
-// memory budget) or, on the zero-copy path, as a pipe tee(2)'d from the one
-// that went to the socket: the pipe holds references to the same pages, so
-// retention copies nothing until a frame is actually sent again.
+// A frame is kept either as bytes (the copy path) or, on the zero-copy path,
+// as a pipe tee(2)'d from the one that went to the socket: the pipe holds
+// references to the same pages, so retention copies nothing until a frame
+// is actually sent again. What a session retains is bounded by its own
+// --retention, not by the agent's memory budget: a peer that stops reading
+// pins its sessions' retention, and must not stop the sessions beside them.
 #pragma once
 
 #include "pipe.hpp"
@@ -20,8 +22,6 @@
 #include <vector>
 
 namespace agent {
-
-class MemoryBudget;
 
 class Retention {
 public:
@@ -40,8 +40,7 @@ public:
 	static constexpr std::size_t kMinTee = 64 * 1024;
 	static constexpr std::size_t kMaxPipes = 32;
 
-	explicit Retention(MemoryBudget &memory) : memory_(memory) {}
-	~Retention();
+	Retention() = default;
 	Retention(const Retention &) = delete;
 	Retention &operator=(const Retention &) = delete;
 
@@ -75,7 +74,6 @@ public:
 private:
 	void push(Frame f);
 
-	MemoryBudget &memory_;
 	std::deque<Frame> frames_; // increasing seq
 	std::size_t bytes_ = 0;
 	std::size_t pipes_ = 0; // frames kept as pipes

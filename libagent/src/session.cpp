@@ -77,7 +77,6 @@ Session::Session(Agent &agent, const SessionConfig &cfg, SessionHost &host, Prox
 		 std::uint64_t id, unsigned count)
 	: agent_(agent), cfg_(cfg), host_(host), stats_(stats), id_(id), count_(count),
 	  created_(Agent::Clock::now()), streams_(count),
-	  retention_(agent.memory()),
 	  // The window bounds how far ahead a seq may be; the budget bounds bytes.
 	  rx_(cfg.reorder_budget, 1u << 20), rejoins_(count)
 {

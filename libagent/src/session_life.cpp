@@ -194,13 +194,14 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 		err[i] = std::byte((std::uint32_t(code) >> (8 * i)) & 0xff);
 	std::memcpy(err + 4, reason.data(), text);
 	// The reason goes as an ERROR frame only if every stream can carry it:
-	// where one is backed up (bytes queued here, or its peer's window
-	// closed) the peer is not reading, would find the frame on none of them
-	// (a paused receiver reads no stream), and every stream is reset.
+	// where one has bytes on their way (queued here, or unacknowledged in
+	// its socket) the peer may not be reading (a paused receiver reads no
+	// stream) and would never come to the frame: every stream is reset,
+	// which reaches a paused reader at once.
 	bool tell = tell_peer;
 	for (auto &st : streams_)
 		if (st && (!st->conn.connected() || st->conn.write_shut() || st->conn.queued() > 0 ||
-			   send_blocked(st->conn.fd())))
+			   unsent_bytes(st->conn.fd()) > 0))
 			tell = false;
 	for (auto &st : streams_) {
 		if (!st)

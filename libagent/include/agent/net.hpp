@@ -60,7 +60,4 @@ std::string peer_address(int fd);
 // (SIOCOUTQ); 0 if it cannot be told.
 std::size_t unsent_bytes(int fd);
 
-// The peer's receive window is closed with bytes waiting: it does not read.
-bool send_blocked(int fd);
-
 } // namespace agent
