@@ -85,7 +85,29 @@ void Conn::on_connect_timeout()
 	} else if (state_ == State::draining) {
 		close(true); // the linger ran out: the peer does not read
 		owner_.conn_op_done(*this);
+	} else if (state_ == State::acking) {
+		bool acked = !sending_ && blocks_.empty() && !direct_pending() &&
+			     unsent_bytes(fd_) == 0;
+		if (acked || agent_.now() >= reset_by_) {
+			close(true);
+			owner_.conn_op_done(*this);
+		} else {
+			timer_.arm(agent_.timers(), TimerWheel::kResolution);
+		}
 	}
+}
+
+void Conn::reset_when_acked(std::chrono::milliseconds deadline)
+{
+	if (state_ == State::closed || state_ == State::draining || state_ == State::acking)
+		return;
+	if (state_ != State::open) {
+		close(true);
+		return;
+	}
+	state_ = State::acking;
+	reset_by_ = agent_.now() + deadline;
+	timer_.arm(agent_.timers(), TimerWheel::kResolution);
 }
 
 void Conn::on_connect(int res, unsigned)
@@ -112,7 +134,7 @@ void Conn::on_connect(int res, unsigned)
 // now (nobody waits for it any more); an open one tells its owner.
 void Conn::send_failed(int err)
 {
-	if (state_ == State::draining)
+	if (state_ == State::draining || state_ == State::acking)
 		close(true);
 	else
 		owner_.conn_failed(*this, err);
@@ -135,7 +157,8 @@ void Conn::append(std::span<const std::byte> s)
 
 void Conn::send(std::span<const std::byte> a, std::span<const std::byte> b)
 {
-	if (state_ == State::closed || state_ == State::draining || shut_requested_)
+	if (state_ == State::closed || state_ == State::draining || state_ == State::acking ||
+	    shut_requested_)
 		return;
 	append(a);
 	append(b);
@@ -237,7 +260,8 @@ void Conn::on_writable(int, unsigned)
 
 void Conn::kick()
 {
-	if (sending_ || (state_ != State::open && state_ != State::draining) ||
+	if (sending_ ||
+	    (state_ != State::open && state_ != State::draining && state_ != State::acking) ||
 	    direct_pending() || direct_error_)
 		return;
 	if (blocks_.empty()) {
@@ -349,7 +373,7 @@ void Conn::close(bool reset)
 
 void Conn::close_when_sent(std::chrono::milliseconds linger)
 {
-	if (state_ == State::closed || state_ == State::draining)
+	if (state_ == State::closed || state_ == State::draining || state_ == State::acking)
 		return;
 	bool was_open = state_ == State::open;
 	state_ = State::draining;

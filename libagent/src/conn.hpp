@@ -66,6 +66,7 @@ public:
 		connecting, // connect in flight
 		open,       // connected: sends go out
 		draining,   // close_when_sent(): flushing, then close
+		acking,     // reset_when_acked(): flushing, the peer acknowledging, then reset
 		closed,     // close issued; the fd is no longer ours
 	};
 
@@ -95,6 +96,12 @@ public:
 	// Closes gracefully once everything queued has been sent; resets
 	// instead if that has not happened within linger, or a send fails.
 	void close_when_sent(std::chrono::milliseconds linger);
+	// Sends what is queued, waits until the peer's TCP has acknowledged
+	// every byte (or deadline), then resets. For a last frame that a
+	// reading peer must see, where a peer that does not read (its reader
+	// paused) must still learn of the end: a reset reaches a paused
+	// reader, a FIN behind unread bytes does not.
+	void reset_when_acked(std::chrono::milliseconds deadline);
 
 	State state() const { return state_; }
 	int fd() const { return fd_; }
@@ -141,6 +148,7 @@ private:
 	bool shut_issued_ = false;
 	int inflight_ = 0;
 	Timer timer_{[this] { on_connect_timeout(); }}; // connect, then linger
+	Agent::Clock::time_point reset_by_;              // acking: the deadline
 	std::size_t queued_ = 0;
 	std::uint64_t bytes_sent_ = 0;
 	std::deque<Block> blocks_;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include <list>
 #include <unordered_map>
@@ -111,8 +112,7 @@ public:
 					wire::oldest_version(hello), hello.version, wire::kMinVersion,
 					wire::kVersion));
 			if ((hello.flags & wire::kHelloFlagRejoin) && !sessions_.count(hello.session))
-				return refuse(st, fmt::format("REJOIN for session {:016x}, which is not "
-							      "open here", hello.session));
+				return refuse_session_gone(st, hello.session);
 			st.hello = hello;
 			st.hello_seen = true;
 			send_hello_ack(st, v);
@@ -241,6 +241,31 @@ public:
 			owned->conn.close(true);
 			closing_.emplace(owned.get(), std::move(owned));
 		}
+	}
+
+	// A REJOIN for a session that ended here: the stripe side is told in an
+	// ERROR frame (it ends its session at once instead of trying again),
+	// then the stream is reset once the frame is through.
+	void refuse_session_gone(Stream &st, std::uint64_t session)
+	{
+		std::string why = fmt::format("REJOIN for session {:016x}, which is not open here",
+					      session);
+		log(LogLevel::warn, "refused stream from {}: {}", st.peer, why);
+		stats_.streams_refused++;
+		std::vector<std::byte> err(4 + why.size());
+		auto code = static_cast<std::uint32_t>(wire::ErrorCode::stream_lost);
+		for (int i = 0; i < 4; i++)
+			err[i] = std::byte((code >> (8 * i)) & 0xff);
+		std::memcpy(err.data() + 4, why.data(), why.size());
+		std::byte hdr[wire::kHeaderSize];
+		wire::Header h;
+		h.type = wire::Type::error;
+		h.length = static_cast<std::uint32_t>(err.size());
+		wire::encode_header(h, hdr);
+		st.unwatch();
+		st.conn.send(hdr, err);
+		st.conn.reset_when_acked(cfg_.linger_timeout);
+		closing_.emplace(&st, take_pending(st));
 	}
 
 	void refuse(Stream &st, const std::string &why)

@@ -3,7 +3,13 @@
 // socket on the stripe side; the target's socket or an application on the
 // join side) and N streams. Bytes from the plain end are cut into sequenced
 // DATA frames and spread over the streams; frames from the streams are
-// reordered and written to the plain end.
+// reordered and written to the plain end. Each direction's receiver ACKs
+// what it delivered; the sender keeps what is not acknowledged (Retention)
+// and sends it again when a stream is lost, which the stripe side replaces.
+// Files: session.cpp (setup, plain end -> streams), session_rx.cpp
+// (streams -> plain end), session_pull.cpp (the zero-copy path),
+// session_failover.cpp (ACKs, losing and replacing streams),
+// session_life.cpp (handshake, timeouts, the end).
 #pragma once
 
 #include "agent/proxy.hpp"

@@ -193,15 +193,16 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 	for (int i = 0; i < 4; i++)
 		err[i] = std::byte((std::uint32_t(code) >> (8 * i)) & 0xff);
 	std::memcpy(err + 4, reason.data(), text);
-	// The reason goes as an ERROR frame only if every stream can carry it:
-	// where one has bytes on their way (queued here, or unacknowledged in
-	// its socket) the peer may not be reading (a paused receiver reads no
-	// stream) and would never come to the frame: every stream is reset,
-	// which reaches a paused reader at once.
+	// The reason goes as an ERROR frame on every stream, behind what is on
+	// its way, and each stream is reset once the peer's TCP has taken it all
+	// (or the linger passed): a reading peer has read the reason by then; a
+	// paused one (it reads no stream) learns of the end from the reset. A
+	// stream backed up here, or whose peer's window is closed, shows a peer
+	// that does not read: then all are reset at once.
 	bool tell = tell_peer;
 	for (auto &st : streams_)
 		if (st && (!st->conn.connected() || st->conn.write_shut() || st->conn.queued() > 0 ||
-			   unsent_bytes(st->conn.fd()) > 0))
+			   window_closed(st->conn.fd())))
 			tell = false;
 	for (auto &st : streams_) {
 		if (!st)
@@ -209,7 +210,7 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 		st->unwatch();
 		if (tell) {
 			send_frame(*st, wire::Type::error, 0, {err, 4 + text});
-			st->conn.close_when_sent(cfg_.linger_timeout);
+			st->conn.reset_when_acked(cfg_.linger_timeout);
 		} else {
 			st->conn.close(true);
 		}

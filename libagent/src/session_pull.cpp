@@ -5,9 +5,13 @@
 // 16-byte recv, then the DATA payload spliced into a pipe and on into the
 // plain socket. Frames are not reordered in memory: a stream whose next
 // DATA frame is not the next in sequence is simply not read (parked) until
-// its turn comes, and its bytes wait in its socket's receive buffer. The
-// frame that is due is always at the head of some stream, since each
-// stream carries its frames in order, so parking cannot deadlock.
+// its turn comes, and its bytes wait in its socket's receive buffer. New
+// frames go out in order on each stream, so the frame that is due heads
+// some stream; a frame sent again after a loss may queue behind later ones,
+// and when nothing moves for a while the parked frames are read into the
+// reorder buffer (session_failover.cpp, spill_parked) so the streams go on.
+// A frame is spliced in pieces: if its stream is lost in the middle, its
+// copy from the sender skips what was delivered (rx_partial_).
 #include "session.hpp"
 
 #include "agent/log.hpp"
@@ -41,7 +45,7 @@ StreamReader::Pulled Session::plain_pull()
 		unsigned open = 0;
 		for (unsigned i = 0; i < count_; i++)
 			open += sendable(i);
-		if (open == 0 || retention_.bytes() + cfg_.chunk > cfg_.retention) {
+		if (open == 0 || retention_.bytes() >= cfg_.retention) {
 			// Every stream still holds a frame (or is connecting), or
 			// the retention is full until the peer acknowledges more:
 			// read again once there is room (update_plain_pause).
