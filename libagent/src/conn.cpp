@@ -86,9 +86,12 @@ void Conn::on_connect_timeout()
 		close(true); // the linger ran out: the peer does not read
 		owner_.conn_op_done(*this);
 	} else if (state_ == State::acking) {
-		bool acked = !sending_ && blocks_.empty() && !direct_pending() &&
-			     unsent_bytes(fd_) == 0;
-		if (acked || agent_.now() >= reset_by_) {
+		// Reset once all is acknowledged, or when a tick went by without
+		// the peer taking anything (it does not read), or at the deadline.
+		std::size_t left = queued() + unsent_bytes(fd_) + (sending_ ? 1 : 0);
+		bool stuck = left >= acking_left_;
+		acking_left_ = left;
+		if (left == 0 || stuck || agent_.now() >= reset_by_) {
 			close(true);
 			owner_.conn_op_done(*this);
 		} else {
@@ -107,6 +110,7 @@ void Conn::reset_when_acked(std::chrono::milliseconds deadline)
 	}
 	state_ = State::acking;
 	reset_by_ = agent_.now() + deadline;
+	acking_left_ = SIZE_MAX;
 	timer_.arm(agent_.timers(), TimerWheel::kResolution);
 }
 

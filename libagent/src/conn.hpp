@@ -97,7 +97,7 @@ public:
 	// instead if that has not happened within linger, or a send fails.
 	void close_when_sent(std::chrono::milliseconds linger);
 	// Sends what is queued, waits until the peer's TCP has acknowledged
-	// every byte (or deadline), then resets. For a last frame that a
+	// every byte (or it takes nothing for a tick, or deadline), then resets. For a last frame that a
 	// reading peer must see, where a peer that does not read (its reader
 	// paused) must still learn of the end: a reset reaches a paused
 	// reader, a FIN behind unread bytes does not.
@@ -110,7 +110,12 @@ public:
 	bool write_shut() const { return shut_requested_; }
 	bool closed() const { return state_ == State::closed; }
 	// Operations in flight: the object must live until this is false.
-	bool busy() const { return inflight_ > 0; }
+	// (A conn flushing before its close, or waiting for the peer's
+	// acknowledgements before its reset, has a timer that points into it.)
+	bool busy() const
+	{
+		return inflight_ > 0 || state_ == State::draining || state_ == State::acking;
+	}
 	std::uint64_t bytes_sent() const { return bytes_sent_; }
 
 private:
@@ -149,6 +154,7 @@ private:
 	int inflight_ = 0;
 	Timer timer_{[this] { on_connect_timeout(); }}; // connect, then linger
 	Agent::Clock::time_point reset_by_;              // acking: the deadline
+	std::size_t acking_left_ = 0;                    // acking: bytes left at the last tick
 	std::size_t queued_ = 0;
 	std::uint64_t bytes_sent_ = 0;
 	std::deque<Block> blocks_;

@@ -160,4 +160,13 @@ std::uint16_t negotiate(const Hello &h)
 	return v >= std::max(oldest_version(h), kMinVersion) ? v : 0;
 }
 
+std::vector<std::byte> error_payload(ErrorCode code, std::string_view text)
+{
+	text = text.substr(0, kMaxErrorText);
+	std::vector<std::byte> out(4 + text.size());
+	put<std::uint32_t>(out.data(), static_cast<std::uint32_t>(code));
+	std::memcpy(out.data() + 4, text.data(), text.size());
+	return out;
+}
+
 } // namespace agent::wire

@@ -252,11 +252,7 @@ public:
 					      session);
 		log(LogLevel::warn, "refused stream from {}: {}", st.peer, why);
 		stats_.streams_refused++;
-		std::vector<std::byte> err(4 + why.size());
-		auto code = static_cast<std::uint32_t>(wire::ErrorCode::stream_lost);
-		for (int i = 0; i < 4; i++)
-			err[i] = std::byte((code >> (8 * i)) & 0xff);
-		std::memcpy(err.data() + 4, why.data(), why.size());
+		std::vector<std::byte> err = wire::error_payload(wire::ErrorCode::stream_lost, why);
 		std::byte hdr[wire::kHeaderSize];
 		wire::Header h;
 		h.type = wire::Type::error;

@@ -210,19 +210,4 @@ std::size_t unsent_bytes(int fd)
 	return ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0 ? static_cast<std::size_t>(n) : 0;
 }
 
-bool window_closed(int fd)
-{
-	// tcpi_snd_wnd (Linux 5.4) is past the end of glibc's struct tcp_info,
-	// and <linux/tcp.h> clashes with <netinet/tcp.h>: read it by offset.
-	constexpr std::size_t kSndWndOffset = 228;
-	std::byte buf[512] = {};
-	socklen_t len = sizeof(buf);
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, buf, &len) < 0 ||
-	    len < kSndWndOffset + sizeof(std::uint32_t))
-		return false;
-	std::uint32_t wnd;
-	std::memcpy(&wnd, buf + kSndWndOffset, sizeof(wnd));
-	return wnd == 0 && unsent_bytes(fd) > 0;
-}
-
 } // namespace agent

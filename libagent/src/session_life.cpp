@@ -188,28 +188,23 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 	stats_.sessions_failed++;
 	stats_.active--;
 	log(LogLevel::warn, "{}: {}", tag(), reason);
-	std::byte err[4 + wire::kMaxErrorText];
-	std::size_t text = std::min<std::size_t>(reason.size(), wire::kMaxErrorText);
-	for (int i = 0; i < 4; i++)
-		err[i] = std::byte((std::uint32_t(code) >> (8 * i)) & 0xff);
-	std::memcpy(err + 4, reason.data(), text);
+	std::vector<std::byte> err = wire::error_payload(code, reason);
 	// The reason goes as an ERROR frame on every stream, behind what is on
 	// its way, and each stream is reset once the peer's TCP has taken it all
-	// (or the linger passed): a reading peer has read the reason by then; a
-	// paused one (it reads no stream) learns of the end from the reset. A
-	// stream backed up here, or whose peer's window is closed, shows a peer
-	// that does not read: then all are reset at once.
+	// (or --linger-timeout passed): a reading peer has read the reason by
+	// then; a paused one (it reads no stream) learns of the end from the
+	// reset. (A peer that sees every stream reset cannot tell that from a
+	// broken path: it waits --failover-deadline.)
 	bool tell = tell_peer;
 	for (auto &st : streams_)
-		if (st && (!st->conn.connected() || st->conn.write_shut() || st->conn.queued() > 0 ||
-			   window_closed(st->conn.fd())))
+		if (st && (!st->conn.connected() || st->conn.write_shut()))
 			tell = false;
 	for (auto &st : streams_) {
 		if (!st)
 			continue;
 		st->unwatch();
 		if (tell) {
-			send_frame(*st, wire::Type::error, 0, {err, 4 + text});
+			send_frame(*st, wire::Type::error, 0, err);
 			st->conn.reset_when_acked(cfg_.linger_timeout);
 		} else {
 			st->conn.close(true);

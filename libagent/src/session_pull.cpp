@@ -112,7 +112,8 @@ StreamReader::Pulled Session::stream_readable(Stream &st)
 	// another stream (unparked by data_done()), that one is read now, not
 	// on its event.
 	Stream *cur = &st;
-	while (phase_ == Phase::running && !ingress_paused_ && (attached(*cur) || is_rejoining(*cur))) {
+	while (phase_ == Phase::running && (!ingress_paused_ || !cur->open()) &&
+	       (attached(*cur) || is_rejoining(*cur))) {
 		if (r.bytes >= kTurnBudget) {
 			r.drained = cur != &st; // else st has more to read
 			break;

@@ -59,7 +59,8 @@ std::size_t Session::consume_frames(Stream &st, std::span<const std::byte> buf)
 	std::size_t off = 0;
 	// Paused, the rest waits in st.in (pump() takes it up): a receive
 	// buffer's worth of frames past the pause would overshoot the budgets.
-	while (!closing() && !ingress_paused_ && buf.size() - off >= wire::kHeaderSize) {
+	while (!closing() && (!ingress_paused_ || !st.open()) &&
+	       buf.size() - off >= wire::kHeaderSize) {
 		wire::Header h;
 		auto s = wire::decode_header(buf.subspan(off).first<wire::kHeaderSize>(), h);
 		if (s != wire::Status::ok) {
@@ -267,8 +268,10 @@ void Session::pump()
 
 void Session::apply_pause(Stream &st)
 {
-	bool want = phase_ == Phase::setup || ingress_paused_ || st.blocked || st.parked ||
-		    pipe_wait_;
+	// A stream in its handshake (a replacement) is read whatever the
+	// data path waits for: its HELLO-ACK carries no data.
+	bool want = st.open() && (phase_ == Phase::setup || ingress_paused_ || st.blocked ||
+				  st.parked || pipe_wait_);
 	if (want)
 		st.pause();
 	else

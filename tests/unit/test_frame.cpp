@@ -4,6 +4,7 @@
 #include <catch2/catch_test_macros.hpp>
 
 #include <cstring>
+#include <string>
 
 using namespace agent::wire;
 
@@ -200,4 +201,15 @@ TEST_CASE("HELLO's REJOIN flag round-trips; unknown flags are refused", "[frame]
 	h.flags = 4;
 	encode_hello(h, b);
 	CHECK(decode_hello(std::span<const std::byte, kHelloSize>(b), out) == Status::bad_reserved);
+}
+
+TEST_CASE("ERROR payload: code little-endian, then the text cut to the maximum", "[frame]")
+{
+	auto p = error_payload(ErrorCode::stream_lost, "gone");
+	REQUIRE(p.size() == 8);
+	CHECK(p[0] == std::byte{4});
+	CHECK(p[3] == std::byte{0});
+	CHECK(std::memcmp(p.data() + 4, "gone", 4) == 0);
+	std::string longer(kMaxErrorText + 100, 'x');
+	CHECK(error_payload(ErrorCode::internal, longer).size() == 4 + kMaxErrorText);
 }

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
 namespace agent::wire {
 
@@ -111,6 +112,9 @@ void encode_hello(const Hello &h, std::byte out[kHelloSize]);
 Status decode_hello(std::span<const std::byte, kHelloSize> in, Hello &out);
 
 void encode_hello_ack(const HelloAck &a, std::byte out[kHelloAckSize]);
+
+// An ERROR frame's payload: code, then text cut to kMaxErrorText.
+std::vector<std::byte> error_payload(ErrorCode code, std::string_view text);
 Status decode_hello_ack(std::span<const std::byte, kHelloAckSize> in, HelloAck &out);
 
 // The oldest version a HELLO's sender speaks (v1 HELLOs have 0 in the

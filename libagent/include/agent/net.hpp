@@ -59,7 +59,5 @@ std::string peer_address(int fd);
 // Bytes in a TCP socket's send queue the peer has not acknowledged yet
 // (SIOCOUTQ); 0 if it cannot be told.
 std::size_t unsent_bytes(int fd);
-// The peer's receive window is closed with bytes waiting: it does not read.
-bool window_closed(int fd);
 
 } // namespace agent
