@@ -103,7 +103,11 @@ def start(env, upstream_port, faults=(), random_faults=None, capture=None):
         if len(random_faults) > 4:
             argv += ["--among", str(random_faults[4])]
     if capture:
-        os.makedirs(capture, exist_ok=True)
+        # A capture left by an earlier run (another key) must not pass for
+        # this one's: the relay truncates each file only when its
+        # connection comes.
+        shutil.rmtree(capture, ignore_errors=True)
+        os.makedirs(capture)
         argv += ["--capture", capture]
     p = env.proc("faultrelay", argv)
     out = p.wait_for("listening ", timeout=10)
