@@ -262,7 +262,7 @@ std::size_t Session::queued() const
 	return n;
 }
 
-Stream *Session::least_queued(bool kernel_too, const Stream *besides) const
+Stream *Session::least_queued(bool kernel_too, const Stream *besides)
 {
 	std::size_t queued[wire::kMaxStreams];
 	bool any = false;
@@ -276,7 +276,7 @@ Stream *Session::least_queued(bool kernel_too, const Stream *besides) const
 	}
 	if (!any)
 		return nullptr;
-	return streams_[const_cast<Scheduler &>(sched_).pick({queued, count_})].get();
+	return streams_[sched_.pick({queued, count_})].get();
 }
 
 // Stops reading the plain end while every stream holds send_limit bytes,

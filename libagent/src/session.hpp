@@ -259,7 +259,7 @@ private:
 	// The open stream with the least backlog (bytes queued here; with
 	// kernel_too, also those unacknowledged in its socket), other than
 	// besides; ties round robin. Null if none.
-	Stream *least_queued(bool kernel_too = false, const Stream *besides = nullptr) const;
+	Stream *least_queued(bool kernel_too = false, const Stream *besides = nullptr);
 	void watch_rx_stuck();
 	void on_rx_check();
 	void spill_parked();
@@ -272,6 +272,7 @@ private:
 	bool is_rejoining(const Stream &st) const;
 	void shut_streams();
 	void stop_timers();
+	void drop_rejoins();
 
 	Agent &agent_;
 	const SessionConfig &cfg_;

@@ -373,6 +373,16 @@ void Session::start_rejoin(unsigned index)
 	rj.timer.arm(agent_.timers(), cfg_.connect_timeout + cfg_.handshake_timeout);
 }
 
+// No more replacements: those under way are reset, no try is due.
+void Session::drop_rejoins()
+{
+	for (auto &rj : rejoins_)
+		if (rj) {
+			rj->timer.cancel();
+			retire_stream(std::move(rj->stream));
+		}
+}
+
 void Session::rejoin_failed(Stream &st, const std::string &why)
 {
 	unsigned i = st.index;

@@ -117,11 +117,7 @@ void Session::check_done()
 void Session::shut_streams()
 {
 	streams_shut_ = true;
-	for (auto &rj : rejoins_)
-		if (rj) {
-			rj->timer.cancel();
-			retire_stream(std::move(rj->stream));
-		}
+	drop_rejoins();
 	for (auto &st : streams_)
 		if (st)
 			st->conn.shutdown_write();
@@ -182,9 +178,7 @@ void Session::abort(wire::ErrorCode code, const std::string &reason, bool tell_p
 		return;
 	phase_ = Phase::closing;
 	stop_timers();
-	for (auto &rj : rejoins_)
-		if (rj)
-			retire_stream(std::move(rj->stream));
+	drop_rejoins();
 	stats_.sessions_failed++;
 	stats_.active--;
 	log(LogLevel::warn, "{}: {}", tag(), reason);
