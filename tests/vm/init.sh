@@ -56,6 +56,7 @@ fi
 if [ -z "$quick" ]; then
 	[ -x /kmodsrc_test ] && /kmodsrc_test >&3
 	[ -x /e2e.sh ] && /e2e.sh >&3
+	[ -x /failover.sh ] && /failover.sh >&3
 fi
 # These rmmod and insmod the module: nothing else may hold it now.
 AGENTFILT_KO=/agentfilt.ko /afhostile unload >&3

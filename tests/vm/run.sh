@@ -112,6 +112,12 @@ else
 fi
 if gcc -O2 -Wall -Wextra -Werror -static -o "$BIN/xfer" tests/vm/xfer.c \
 	>"$LOG/xfer-build.log" 2>&1; then :; else diag "$LOG/xfer-build.log"; fi
+# The failover case's relay (tests/vm/failover.sh; the host's e2e suite
+# builds it too, dynamically, in tests/tools/tools.mk).
+if gcc -O2 -Wall -Wextra -Werror -static -o "$BIN/faultrelay" tests/tools/faultrelay.c \
+	tests/tools/faultrelay_plan.c >"$LOG/faultrelay-build.log" 2>&1; then :; else
+	diag "$LOG/faultrelay-build.log"
+fi
 # The KmodSource tests link libagent (dynamically: there is no static fmt).
 [ -f build/libagent.a ] || make -s build/libagent.a >"$LOG/libagent-build.log" 2>&1
 if g++ -std=c++20 -O2 -g -Wall -Wextra -Werror -Ilibagent/include -Iinclude \
@@ -219,7 +225,9 @@ for k in $KERNELS; do
 	[ -x "$BIN/kmodsrc_test" ] && add_bin "$R" "$BIN/kmodsrc_test" /kmodsrc_test
 	[ -x "$BIN/xfer" ] && add_bin "$R" "$BIN/xfer" /usr/bin/xfer
 	[ -x build/agentproxy ] && add_bin "$R" build/agentproxy /usr/bin/agentproxy
+	[ -x "$BIN/faultrelay" ] && add_bin "$R" "$BIN/faultrelay" /usr/bin/faultrelay
 	cp tests/vm/e2e.sh "$R/e2e.sh"
+	cp tests/vm/failover.sh "$R/failover.sh"
 	# The eBPF filter's tests (bpf/, tests/bpf) run in the same guests.
 	[ -x build/bpf_tests ] && add_bin "$R" build/bpf_tests /usr/bin/bpf_tests
 	(cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) >"$W/initrd.gz"
