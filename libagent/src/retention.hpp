@@ -59,6 +59,8 @@ public:
 	std::uint64_t acked() const { return acked_; }
 
 	Frame *find(std::uint64_t seq);
+	// The lowest frame not acknowledged: the one the peer's ACKs wait for.
+	const Frame *oldest() const { return frames_.empty() ? nullptr : &frames_.front(); }
 	// The seqs of the frames last sent on stream, in order.
 	std::vector<std::uint64_t> carried_by(unsigned stream) const;
 	// Makes f's payload bytes (a pipe frame is read out of its pipe, which

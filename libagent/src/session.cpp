@@ -266,10 +266,11 @@ Stream *Session::least_queued(bool kernel_too, const Stream *besides)
 {
 	std::size_t queued[wire::kMaxStreams];
 	bool any = false;
+	unsigned held = holding_up();
 	for (unsigned i = 0; i < count_; i++) {
 		const Stream *st = streams_[i].get();
 		queued[i] = SIZE_MAX;
-		if (!st || !st->open() || st == besides)
+		if (!st || !st->open() || st == besides || i == held)
 			continue;
 		queued[i] = st->conn.queued() + (kernel_too ? unsent_bytes(st->conn.fd()) : 0);
 		any = true;
@@ -289,15 +290,16 @@ void Session::update_plain_pause()
 		// Spliced: a stream takes one frame at a time (and each needs a
 		// pipe: none to be had, reading waits for pipe_retry_).
 		bool any = false;
-		for (auto &st : streams_)
-			any = any || (st && st->open() && st->conn.can_send_direct());
+		for (unsigned i = 0; i < count_; i++)
+			any = any || sendable(i);
 		full = !any || pipe_wait_;
 		roomy = any && !pipe_wait_;
 	} else {
 		std::size_t least = SIZE_MAX;
-		for (auto &st : streams_)
-			if (st && st->open())
-				least = std::min(least, st->conn.queued());
+		unsigned held = holding_up();
+		for (unsigned i = 0; i < count_; i++)
+			if (i != held && streams_[i] && streams_[i]->open())
+				least = std::min(least, streams_[i]->conn.queued());
 		// Past the agent's memory cap, reading waits for room.
 		bool over = agent_.memory().over();
 		full = least >= cfg_.send_limit || over;

@@ -260,9 +260,11 @@ private:
 	// kernel_too, also those unacknowledged in its socket), other than
 	// besides; ties round robin. Null if none.
 	Stream *least_queued(bool kernel_too = false, const Stream *besides = nullptr);
+	unsigned holding_up() const;
 	void watch_rx_stuck();
 	void on_rx_check();
 	void spill_parked();
+	void drop_stalled_owner();
 	void schedule_rejoin(unsigned index);
 	void start_rejoin(unsigned index);
 	void rejoin_failed(Stream &st, const std::string &why);
@@ -329,6 +331,7 @@ private:
 	unsigned ack_next_stream_ = 0;
 	Timer ack_timer_{[this] { on_ack_timer(); }};
 	std::uint64_t rx_check_next_ = 0;
+	std::size_t rx_check_partial_ = 0;
 	Agent::Clock::time_point rx_stuck_since_, waiting_sent_;
 	Timer rx_check_timer_{[this] { on_rx_check(); }};
 

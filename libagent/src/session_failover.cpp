@@ -28,6 +28,9 @@ constexpr milliseconds kSpillAfter{200};
 constexpr milliseconds kWaitingAfter{500};
 constexpr milliseconds kWaitingPeriod{1000};
 constexpr milliseconds kRxCheck{100};
+// The oldest unacknowledged frame out this long holds the peer up: new
+// frames go on the other streams (holding_up()).
+constexpr milliseconds kHeldUpAfter{500};
 // Replacement tries: 100 ms, then doubling up to this.
 constexpr milliseconds kRejoinFirst{100};
 constexpr milliseconds kRejoinMax{3200};
@@ -147,6 +150,23 @@ void Session::frame_waited_for(std::uint64_t seq)
 		resend(*f, *st);
 }
 
+// The stream that carries the oldest unacknowledged frame, when that frame
+// has been out kHeldUpAfter and another stream is open; else count_. The
+// peer's ACKs wait on it. New frames go on the others meanwhile: a stream
+// that swallows bytes unseen (a blackhole) drains fastest, and would
+// otherwise take every new frame, leaving the peer no later frame to show
+// that it waits (ACK WAITING), and the session stalled with it.
+unsigned Session::holding_up() const
+{
+	const Retention::Frame *f = retention_.oldest();
+	if (!f || f->stream >= count_ || agent_.now() - f->sent < kHeldUpAfter)
+		return count_;
+	for (unsigned i = 0; i < count_; i++)
+		if (i != f->stream && streams_[i] && streams_[i]->open())
+			return f->stream;
+	return count_;
+}
+
 // Sends retained frame f again on st, copied.
 bool Session::resend(Retention::Frame &f, Stream &st)
 {
@@ -174,6 +194,7 @@ void Session::watch_rx_stuck()
 	if (rx_check_timer_.armed() || closing())
 		return;
 	rx_check_next_ = rx_.next();
+	rx_check_partial_ = rx_partial_;
 	rx_stuck_since_ = agent_.now();
 	rx_check_timer_.arm(agent_.timers(), kRxCheck);
 }
@@ -188,14 +209,17 @@ void Session::on_rx_check()
 	if (!ahead)
 		return; // nothing waits for a missing frame: the watch ends
 	auto now = agent_.now();
-	if (rx_.next() != rx_check_next_ || ingress_paused_) {
+	if (rx_.next() != rx_check_next_ || rx_partial_ != rx_check_partial_ || ingress_paused_) {
 		// Moving, or waiting for the plain end: not stuck.
 		rx_check_next_ = rx_.next();
+		rx_check_partial_ = rx_partial_;
 		rx_stuck_since_ = now;
 	} else {
 		long stuck = ms_since(rx_stuck_since_, now);
 		if (splice_ && stuck >= kSpillAfter.count())
 			spill_parked();
+		if (!closing() && stuck >= kWaitingAfter.count())
+			drop_stalled_owner();
 		if (!closing() && stuck >= kWaitingAfter.count() &&
 		    now - waiting_sent_ >= kWaitingPeriod) {
 			waiting_sent_ = now;
@@ -224,6 +248,32 @@ void Session::spill_parked()
 			break;
 		st->parked = false;
 		stream_readable(*st);
+	}
+}
+
+// The zero-copy receiver takes a frame from one stream at a time
+// (rx_owner_, once it has delivered part of it); a copy of that frame on
+// another stream (the sender sent it again: it has given up on the first)
+// waits parked. When the owner has stalled inside the frame, it is lost
+// here too, and the copy completes the frame past what was delivered
+// (rx_partial_). Else neither stream would move: the stalled one holds the
+// sequence, the copy waits for it.
+void Session::drop_stalled_owner()
+{
+	Stream *owner = nullptr;
+	for (auto &sp : streams_)
+		if (sp && sp.get() == rx_owner_)
+			owner = sp.get();
+	if (!owner)
+		return;
+	for (auto &sp : streams_) {
+		if (!sp || sp.get() == owner || !sp->parked || !sp->head ||
+		    sp->head->type != wire::Type::data || sp->head->seq != rx_.next())
+			continue;
+		lose_stream(*owner, fmt::format("stalled inside DATA {} ({} bytes of it delivered) "
+						"while stream {} holds a copy",
+						rx_.next(), rx_partial_, sp->index));
+		return;
 	}
 }
 

@@ -191,6 +191,7 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 	if (h.type == wire::Type::data && splice_ && h.seq == rx_.next()) {
 		if (rx_owner_ && rx_owner_ != &st) {
 			st.parked = true; // a copy: the other stream is delivering it
+			watch_rx_stuck(); // ...unless it has stalled
 			return false;
 		}
 		if (!rx_owner_) {
@@ -377,13 +378,16 @@ void Session::on_pipe_retry()
 			apply_pause(*sp);
 }
 
-// The stream, other than besides, whose head frame is the next DATA in
-// sequence (or a copy of one delivered) and which may be read now.
-
+// Stream i may take the next frame now: open, its last frame gone to the
+// kernel, and not the one the peer's ACKs wait on (holding_up()).
 bool Session::sendable(unsigned i) const
 {
-	return streams_[i] && streams_[i]->open() && streams_[i]->conn.can_send_direct();
+	return streams_[i] && streams_[i]->open() && streams_[i]->conn.can_send_direct() &&
+	       i != holding_up();
 }
+
+// The stream, other than besides, whose head frame is the next DATA in
+// sequence (or a copy of one delivered) and which may be read now.
 Stream *Session::due_stream(const Stream *besides) const
 {
 	for (auto &sp : streams_) {
