@@ -13,16 +13,30 @@
 namespace agent {
 namespace {
 
-// Enough for the pipes in use at once by a busy thread; more are closed.
-constexpr std::size_t kPoolCap = 16;
+// Enough for the pipes in use at once by a busy thread (a session's
+// retention holds up to Retention::kMaxPipes); more are closed.
+constexpr std::size_t kPoolCap = 32;
 thread_local std::vector<Pipe> g_pipes;
+// The largest pipe the kernel has made this thread: past the system's
+// limits every new pipe is smaller than asked, and pooled ones of that
+// size serve.
+thread_local std::size_t g_largest = 0;
+
+// Where discard() sends a pipe's bytes: opened once per thread, on first
+// use (-1 if it cannot be: pipes with bytes are then closed, not reused).
+int null_fd()
+{
+	thread_local int fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+	return fd;
+}
 
 } // namespace
 
-Pipe::Pipe(Pipe &&o) noexcept : rd_(o.rd_), wr_(o.wr_), bytes_(o.bytes_)
+Pipe::Pipe(Pipe &&o) noexcept
+	: rd_(o.rd_), wr_(o.wr_), bytes_(o.bytes_), capacity_(o.capacity_)
 {
 	o.rd_ = o.wr_ = -1;
-	o.bytes_ = 0;
+	o.bytes_ = o.capacity_ = 0;
 }
 
 Pipe &Pipe::operator=(Pipe &&o) noexcept
@@ -32,8 +46,9 @@ Pipe &Pipe::operator=(Pipe &&o) noexcept
 		rd_ = o.rd_;
 		wr_ = o.wr_;
 		bytes_ = o.bytes_;
+		capacity_ = o.capacity_;
 		o.rd_ = o.wr_ = -1;
-		o.bytes_ = 0;
+		o.bytes_ = o.capacity_ = 0;
 	}
 	return *this;
 }
@@ -47,16 +62,19 @@ void Pipe::close_fds()
 		::close(wr_);
 	}
 	rd_ = wr_ = -1;
-	bytes_ = 0;
+	bytes_ = capacity_ = 0;
 }
 
 Pipe Pipe::acquire(std::size_t capacity)
 {
-	if (!g_pipes.empty()) {
-		Pipe p = std::move(g_pipes.back());
-		g_pipes.pop_back();
-		return p;
-	}
+	// The newest pooled pipe that is large enough: one made smaller (a
+	// short frame's duplicate) would cut a full chunk's splice short.
+	for (auto it = g_pipes.rbegin(); it != g_pipes.rend(); ++it)
+		if (it->capacity_ >= std::min(capacity, g_largest)) {
+			Pipe p = std::move(*it);
+			g_pipes.erase(std::next(it).base());
+			return p;
+		}
 	int fds[2];
 	Pipe p;
 	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -69,7 +87,13 @@ Pipe Pipe::acquire(std::size_t capacity)
 	// (past fs.pipe-user-pages-soft an unprivileged user's new pipes get
 	// two pages): sessions slow down, they do not fail.
 	int saved = errno;
-	if (fcntl(p.wr_, F_SETPIPE_SZ, static_cast<int>(capacity)) < 0 && errno == EPERM) {
+	int size = fcntl(p.wr_, F_SETPIPE_SZ, static_cast<int>(capacity));
+	bool refused = size < 0 && errno == EPERM;
+	if (size < 0)
+		size = fcntl(p.wr_, F_GETPIPE_SZ);
+	p.capacity_ = size > 0 ? static_cast<std::size_t>(size) : 0;
+	g_largest = std::max(g_largest, p.capacity_);
+	if (refused) {
 		thread_local LogEverySecond limited;
 		if (std::uint64_t n; limited.due(std::chrono::steady_clock::now(), &n))
 			log(LogLevel::warn, "pipes stay small ({}x in the last second): this user "
@@ -116,6 +140,20 @@ ssize_t Pipe::fill_copy(const void *data, std::size_t n)
 ssize_t Pipe::tee_to(Pipe &dst) const
 {
 	return filling(dst.bytes_, [&] { return tee(rd_, dst.wr_, bytes_, SPLICE_F_NONBLOCK); });
+}
+
+bool Pipe::discard()
+{
+	int fd = null_fd();
+	while (bytes_ > 0 && fd >= 0) {
+		ssize_t r = ::splice(rd_, nullptr, fd, nullptr, bytes_, SPLICE_F_NONBLOCK);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return false;
+		bytes_ -= std::min<std::size_t>(bytes_, r);
+	}
+	return bytes_ == 0;
 }
 
 ssize_t Pipe::read_into(void *data, std::size_t n)

@@ -20,8 +20,9 @@ public:
 	Pipe &operator=(const Pipe &) = delete;
 	~Pipe();
 
-	// An empty pipe from this thread's pool, or a new one of about
-	// capacity bytes. Invalid (and errno set) when none can be made.
+	// An empty pipe of at least capacity bytes from this thread's pool, or
+	// a new one of about capacity bytes (less where the system's limits
+	// say so). Invalid (and errno set) when none can be made.
 	static Pipe acquire(std::size_t capacity);
 	// Returns an empty pipe to the pool; closes one that holds bytes.
 	static void release(Pipe p);
@@ -29,6 +30,8 @@ public:
 	bool valid() const { return rd_ >= 0; }
 	// Bytes in the pipe (as counted by the splices below).
 	std::size_t bytes() const { return bytes_; }
+	// Bytes it holds at most (as the kernel sized it).
+	std::size_t capacity() const { return capacity_; }
 
 	// Moves up to n bytes from socket fd into the pipe, without waiting.
 	// Returns the bytes moved, 0 at end of stream, or -errno (-EAGAIN:
@@ -42,6 +45,10 @@ public:
 	// Duplicates this pipe's bytes into dst (tee(2): the same pages, no
 	// copy; they stay here too): bytes duplicated or -errno.
 	ssize_t tee_to(Pipe &dst) const;
+	// Drops the pipe's bytes (spliced to /dev/null: the pages' references
+	// go, nothing is copied), so that release() can pool it. False if
+	// some remain.
+	bool discard();
 	// Reads up to n of the pipe's bytes into memory: bytes read or -errno.
 	ssize_t read_into(void *data, std::size_t n);
 
@@ -50,6 +57,7 @@ private:
 
 	int rd_ = -1, wr_ = -1;
 	std::size_t bytes_ = 0;
+	std::size_t capacity_ = 0; // what the kernel made it (F_SETPIPE_SZ)
 };
 
 } // namespace agent

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "retention.hpp"
 
+#include <algorithm>
 #include <cassert>
 
 namespace agent {
@@ -24,7 +25,9 @@ bool Retention::keep_tee(std::uint64_t seq, unsigned stream, Clock::time_point n
 {
 	if (pipe.bytes() < kMinTee || pipes_ >= kMaxPipes)
 		return false;
-	Pipe dup = Pipe::acquire(pipe.bytes());
+	// As large as the one it copies: once acknowledged, it is pooled, and
+	// serves the next chunk read from the plain end.
+	Pipe dup = Pipe::acquire(std::max(pipe.bytes(), pipe.capacity()));
 	if (!dup.valid())
 		return false;
 	if (pipe.tee_to(dup) != static_cast<ssize_t>(pipe.bytes())) {
@@ -47,8 +50,10 @@ std::size_t Retention::ack(std::uint64_t n)
 		Frame &f = frames_.front();
 		bytes_ -= f.length;
 		pipes_ -= f.pipe.valid();
-		// A pipe with bytes is closed, not pooled: dropping its pages
-		// is the close.
+		// Emptied into /dev/null and pooled: cheaper than closing it and
+		// making a new pipe (and setting its size) for the next frame.
+		if (f.pipe.valid() && f.pipe.discard())
+			Pipe::release(std::move(f.pipe));
 		frames_.pop_front();
 		released++;
 	}

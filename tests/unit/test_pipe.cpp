@@ -134,3 +134,39 @@ TEST_CASE("an empty pipe released to the pool is handed out again", "[pipe]")
 	CHECK(q.valid());
 	CHECK(q.bytes() == 0);
 }
+
+TEST_CASE("discard empties a pipe that holds bytes, and it is reused clean", "[pipe]")
+{
+	Pipe p = Pipe::acquire(1 << 20);
+	REQUIRE(p.valid());
+	std::string data = pattern(300 << 10);
+	REQUIRE(p.fill_copy(data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+	CHECK(p.discard());
+	CHECK(p.bytes() == 0);
+	Pipe::release(std::move(p));
+	// The pipe the pool hands out next gives back only what is put in it:
+	// the discarded bytes are gone from the kernel's pipe too.
+	Pipe q = Pipe::acquire(1 << 20);
+	REQUIRE(q.valid());
+	std::string more(10, '#'); // unlike pattern()'s first bytes
+	REQUIRE(q.fill_copy(more.data(), more.size()) == 10);
+	std::string got(10, '\0');
+	CHECK(q.read_into(got.data(), got.size()) == 10);
+	CHECK(got == more);
+}
+
+TEST_CASE("the pool hands out only a pipe as large as asked", "[pipe]")
+{
+	Pipe small = Pipe::acquire(64 << 10);
+	REQUIRE(small.valid());
+	Pipe large = Pipe::acquire(1 << 20);
+	REQUIRE(large.valid());
+	std::size_t big = large.capacity();
+	REQUIRE(big >= (1u << 20)); // root here: no per-user pipe limit
+	Pipe::release(std::move(large));
+	Pipe::release(std::move(small)); // the newest in the pool
+	Pipe p = Pipe::acquire(1 << 20);
+	CHECK(p.capacity() >= big);
+	Pipe q = Pipe::acquire(64 << 10);
+	CHECK(q.capacity() >= (64u << 10));
+}
