@@ -2,6 +2,7 @@
 #include "agent/agent.hpp"
 
 #include "agent/log.hpp"
+#include "pipe.hpp"
 
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -40,6 +41,7 @@ std::unique_ptr<Agent> Agent::create(const AgentOptions &opts, std::string *err)
 	a->events_ = make_event_source(opts.events, a->ring_, *a->buffers_, err);
 	if (!a->events_)
 		return nullptr;
+	Pipe::prepare();
 	return a;
 }
 

@@ -22,15 +22,18 @@ thread_local std::vector<Pipe> g_pipes;
 // size serve.
 thread_local std::size_t g_largest = 0;
 
-// Where discard() sends a pipe's bytes: opened once per thread, on first
-// use (-1 if it cannot be: pipes with bytes are then closed, not reused).
+// Where discard() sends a pipe's bytes: opened once per process, by
+// Pipe::prepare() before the first session (-1 if it cannot be: pipes with
+// bytes are then closed, not reused).
 int null_fd()
 {
-	thread_local int fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+	static const int fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
 	return fd;
 }
 
 } // namespace
+
+void Pipe::prepare() { (void)null_fd(); }
 
 Pipe::Pipe(Pipe &&o) noexcept
 	: rd_(o.rd_), wr_(o.wr_), bytes_(o.bytes_), capacity_(o.capacity_)

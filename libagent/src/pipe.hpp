@@ -26,6 +26,10 @@ public:
 	static Pipe acquire(std::size_t capacity);
 	// Returns an empty pipe to the pool; closes one that holds bytes.
 	static void release(Pipe p);
+	// Opens what discard() needs (/dev/null), once per process: called
+	// before the first session, so that every descriptor opened later
+	// belongs to a session and goes with it.
+	static void prepare();
 
 	bool valid() const { return rd_ >= 0; }
 	// Bytes in the pipe (as counted by the splices below).

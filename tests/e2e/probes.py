@@ -15,7 +15,7 @@ from harness import TestFailure
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The pipes a thread keeps for reuse (libagent/src/pipe.cpp kPoolCap): idle
 # descriptors that are not a leak.
-PIPE_POOL = 16
+PIPE_POOL = 32
 # The fields of the stats[] line (examples/agentproxy/main.cpp).
 FIELDS = {"opened": "sessions opened", "done": r"\bdone", "failed": r"\bfailed",
           "active": r"\bactive", "streams_refused": "streams refused",
