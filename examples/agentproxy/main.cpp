@@ -79,6 +79,7 @@ struct Options : AgentFlags {
 	std::string listen, peer, target, key_file;
 	unsigned streams = 4;
 	std::size_t chunk = 1024 * 1024; // per-frame costs (header, stream switch) amortized
+	std::size_t long_path_chunk = 256 * 1024;
 	std::size_t reorder_budget = 16u << 20;
 	std::size_t retention = 0; // 0: 16 MiB, or the reorder budget if smaller
 	unsigned stream_timeout_ms = 10000;
@@ -140,6 +141,18 @@ void add_common(CLI::App *sub, Options &o)
 			"(suffixes K, M, G)")
 		->transform(CLI::AsSizeValue(false))
 		->check(CLI::Range(std::size_t(64 * 1024), std::size_t(1) << 32))
+		->capture_default_str();
+	sub->add_option("--chunk", o.chunk,
+			"max payload bytes per frame this side sends (suffixes K, M)")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(512), std::size_t(1024 * 1024)))
+		->capture_default_str();
+	sub->add_option("--long-path-chunk", o.long_path_chunk,
+			"max payload bytes per frame while the streams' mean minimum round trip is "
+			"5 ms or more: a shorter frame holds the sequence up less while its "
+			"stream recovers from a loss (0: always --chunk)")
+		->transform(CLI::AsSizeValue(false))
+		->check(CLI::Range(std::size_t(0), std::size_t(1024 * 1024)))
 		->capture_default_str();
 	sub->add_option("--send-buffer", o.send_buffer,
 			"bytes queued per connection before reading its source pauses")
@@ -424,10 +437,6 @@ int main(int argc, char **argv)
 	stripe->add_option("--streams", o.streams, "streams per session")
 		->check(CLI::Range(1u, 64u))
 		->capture_default_str();
-	stripe->add_option("--chunk", o.chunk, "max payload bytes per frame (suffixes K, M)")
-		->transform(CLI::AsSizeValue(false))
-		->check(CLI::Range(std::size_t(512), std::size_t(1024 * 1024)))
-		->capture_default_str();
 	auto *join = app.add_subcommand("join", "accept striped sessions and join them to a target");
 	add_common(join, o);
 	join->add_option("--max-pending", o.max_pending,
@@ -482,6 +491,7 @@ int main(int argc, char **argv)
 	SessionConfig cfg;
 	cfg.streams = o.streams;
 	cfg.chunk = o.chunk;
+	cfg.long_path_chunk = o.long_path_chunk;
 	cfg.reorder_budget = o.reorder_budget;
 	cfg.retention = o.retention ? o.retention : std::min<std::size_t>(16u << 20, o.reorder_budget);
 	cfg.stream_timeout = std::chrono::milliseconds(o.stream_timeout_ms);

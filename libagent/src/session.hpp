@@ -261,6 +261,7 @@ private:
 	// besides; ties round robin. Null if none.
 	Stream *least_queued(bool kernel_too = false, const Stream *besides = nullptr);
 	unsigned holding_up() const;
+	std::size_t frame_size();
 	void watch_rx_stuck();
 	void on_rx_check();
 	void spill_parked();
@@ -329,6 +330,8 @@ private:
 	std::uint64_t ack_sent_ = 0;
 	std::size_t delivered_unacked_ = 0;
 	unsigned ack_next_stream_ = 0;
+	std::size_t frame_size_ = 0; // frame_size()'s last answer, and when
+	Agent::Clock::time_point frame_sized_at_{};
 	Timer ack_timer_{[this] { on_ack_timer(); }};
 	std::uint64_t rx_check_next_ = 0;
 	std::size_t rx_check_partial_ = 0;

@@ -18,6 +18,9 @@ std::string validate(const SessionConfig &cfg)
 		return fmt::format("streams must be 1..{} (got {})", wire::kMaxStreams, cfg.streams);
 	if (cfg.chunk < 1 || cfg.chunk > wire::kMaxPayload)
 		return fmt::format("chunk must be 1..{} bytes (got {})", wire::kMaxPayload, cfg.chunk);
+	if (cfg.long_path_chunk > wire::kMaxPayload)
+		return fmt::format("long_path_chunk must be 0..{} bytes (got {})", wire::kMaxPayload,
+				   cfg.long_path_chunk);
 	if (cfg.reorder_budget < 1)
 		return "reorder_budget must be at least 1 byte";
 	if (cfg.retention < cfg.chunk)

@@ -55,7 +55,7 @@ StreamReader::Pulled Session::plain_pull()
 		Pipe pipe;
 		if (!take_pipe(pipe, cfg_.chunk))
 			break;
-		ssize_t n = pipe.fill_from(plain_->fd(), cfg_.chunk);
+		ssize_t n = pipe.fill_from(plain_->fd(), frame_size());
 		// With our side still open, only a reset leaves the socket
 		// CLOSE at end of stream.
 		if (n == 0 && !plain_->write_shut() && was_reset(plain_->fd()))

@@ -30,13 +30,14 @@ def t_help(mkenv):
 
 def t_sub_help(mkenv):
     errs = []
-    for sub, want in (("stripe", ["--peer", "--streams", "--chunk"]),
+    for sub, want in (("stripe", ["--peer", "--streams"]),
                       ("join", ["--target", "--max-pending"])):
         r = run([sub, "--help"])
         out = r.stdout.decode("utf-8", "replace")
         common = ["--listen", "--key-file", "--events", "--reorder-budget", "--send-buffer",
                   "--handshake-timeout", "--connect-timeout", "--idle-timeout",
-                  "--linger-timeout", "--max-sessions", "--max-memory"]
+                  "--linger-timeout", "--max-sessions", "--max-memory", "--chunk",
+                  "--long-path-chunk"]
         missing = [f for f in common + want if f not in out]
         if r.returncode != 0 or missing:
             errs.append("agentproxy %s --help: exit %d, missing %s" % (sub, r.returncode,

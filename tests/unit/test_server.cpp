@@ -61,6 +61,11 @@ TEST_CASE("validate() names what is wrong with a SessionConfig", "[config]")
 	c.chunk = (1u << 20) + 1;
 	CHECK(validate(c).find("chunk") != std::string::npos);
 	c = ok;
+	c.long_path_chunk = (1u << 20) + 1;
+	CHECK(validate(c).find("long_path_chunk") != std::string::npos);
+	c.long_path_chunk = 0; // off: frames are always chunk
+	CHECK(validate(c).empty());
+	c = ok;
 	c.linger_timeout = std::chrono::milliseconds(0);
 	CHECK_FALSE(validate(c).empty());
 	c = ok;

@@ -59,5 +59,9 @@ std::string peer_address(int fd);
 // Bytes in a TCP socket's send queue the peer has not acknowledged yet
 // (SIOCOUTQ); 0 if it cannot be told.
 std::size_t unsent_bytes(int fd);
+// The lowest round-trip time a TCP socket has seen (TCP_INFO tcpi_min_rtt:
+// the path's, without the queues' delay), in microseconds; 0 if it cannot
+// be told.
+unsigned min_rtt_us(int fd);
 
 } // namespace agent

@@ -22,6 +22,13 @@ namespace agent {
 struct SessionConfig {
 	unsigned streams = 4;                        // stripe side: streams per session
 	std::size_t chunk = 1024 * 1024;             // max payload bytes per DATA frame
+	// Max payload per DATA frame while the streams' mean minimum RTT is
+	// kLongPathRtt or more (0: always chunk). A frame holds up the sequence
+	// while its stream recovers from a loss; on a long path that is round
+	// trips, and shorter frames hold it up less. On a short one frames are
+	// cheap to wait for and their per-frame cost counts: they stay whole.
+	std::size_t long_path_chunk = 256 * 1024;
+	static constexpr std::chrono::microseconds kLongPathRtt{5000};
 	// Out-of-order bytes held per session; at least the peer's retention
 	// (a frame sent again may queue behind later ones: see the wire format).
 	std::size_t reorder_budget = 16 << 20;
