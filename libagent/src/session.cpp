@@ -78,7 +78,8 @@ Session::Session(Agent &agent, const SessionConfig &cfg, SessionHost &host, Prox
 	: agent_(agent), cfg_(cfg), host_(host), stats_(stats), id_(id), count_(count),
 	  created_(Agent::Clock::now()), streams_(count),
 	  // The window bounds how far ahead a seq may be; the budget bounds bytes.
-	  rx_(cfg.reorder_budget, 1u << 20), rejoins_(count)
+	  tx_(cfg.retention),
+	  rx_(cfg.reorder_budget, 1u << 20, cfg.retention / 4), rejoins_(count)
 {
 	stats_.sessions_opened++;
 	stats_.active++;
@@ -94,7 +95,7 @@ Session::~Session()
 	if (plain_watching_)
 		agent_.events().unwatch(plain_->fd());
 	agent_.memory().forget(*this);
-	agent_.memory().give(rx_.held_bytes());
+	agent_.memory().give(rx_.reorder().held_bytes());
 }
 
 void Session::memory_available()
@@ -231,11 +232,11 @@ void Session::send_frame(Stream &st, wire::Type type, std::uint64_t seq,
 
 void Session::send_up(std::span<const std::byte> bytes)
 {
-	if (closing() || tx_fin_)
+	if (closing() || tx_.ended())
 		return;
 	while (!bytes.empty()) {
 		auto chunk = bytes.first(std::min(bytes.size(), frame_size()));
-		std::uint64_t seq = tx_seq_++;
+		std::uint64_t seq = tx_.take_seq();
 		// With no stream open (all lost, replacements coming) the frame
 		// waits in the retention for the first that opens.
 		Stream *st = least_queued();
@@ -244,7 +245,7 @@ void Session::send_up(std::span<const std::byte> bytes)
 			keep_sent(st->index, seq, chunk);
 		} else {
 			keep_sent(count_, seq, chunk);
-			resend_.push_back(seq);
+			tx_.resend_later(seq);
 		}
 		stats_.bytes_in += chunk.size();
 		progress();
@@ -333,8 +334,8 @@ void Session::update_plain_pause()
 	}
 	// A read may overshoot the retention by one chunk: waiting for room
 	// for a whole chunk would stall a retention of a chunk or two.
-	full = full || retention_.bytes() >= cfg_.retention;
-	roomy = roomy && retention_.bytes() < cfg_.retention;
+	full = full || tx_.full();
+	roomy = roomy && !tx_.full();
 	if (app_) {
 		// An application cannot be paused: stop feeding it instead.
 		update_ingress_pause();
@@ -363,16 +364,15 @@ void Session::plain_read_ended(int err)
 		      fmt::format("{} reset the connection ({})", plain_name_, strerror(-err)));
 		return;
 	}
-	if (tx_fin_)
+	if (!tx_.finish())
 		return;
-	tx_fin_ = true;
 	// FIN goes on every stream (a replacement gets it when it opens): any
 	// one that arrives tells the end. The write sides are shut only once
 	// the session is over both ways (check_done): frames may have to go
 	// again until everything is acknowledged.
 	for (auto &st : streams_)
 		if (st && st->open())
-			send_frame(*st, wire::Type::fin, tx_seq_, {});
+			send_frame(*st, wire::Type::fin, tx_.next_seq(), {});
 	check_done();
 }
 

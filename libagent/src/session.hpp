@@ -6,6 +6,9 @@
 // reordered and written to the plain end. Each direction's receiver ACKs
 // what it delivered; the sender keeps what is not acknowledged (Retention)
 // and sends it again when a stream is lost, which the stripe side replaces.
+// Each direction's state and its rules are apart, tested alone: Sender
+// (seqs, FIN, ACKs taken, retention, resends) and Receiver (reorder, FIN,
+// ACKs owed, the stuck watch); the Session does their I/O.
 // Files: session.cpp (setup, plain end -> streams), session_rx.cpp
 // (streams -> plain end), session_pull.cpp (the zero-copy path),
 // session_failover.cpp (ACKs, losing and replacing streams),
@@ -13,10 +16,10 @@
 #pragma once
 
 #include "agent/proxy.hpp"
-#include "agent/reorder.hpp"
 #include "agent/scheduler.hpp"
 #include "conn.hpp"
-#include "retention.hpp"
+#include "receiver.hpp"
+#include "sender.hpp"
 
 #include <deque>
 #include <memory>
@@ -217,7 +220,7 @@ private:
 	}
 	// Everything sent is acknowledged and everything received delivered:
 	// a stream that ends now loses nothing.
-	bool both_ways_done() const { return all_acked() && rx_done_; }
+	bool both_ways_done() const { return tx_.all_acked() && rx_.done(); }
 	void send_up(std::span<const std::byte> bytes);
 	void send_frame(Stream &st, wire::Type type, std::uint64_t seq,
 			std::span<const std::byte> payload);
@@ -271,7 +274,6 @@ private:
 	void rejoin_failed(Stream &st, const std::string &why);
 	void install_stream(std::unique_ptr<Stream> st);
 	void on_failover_deadline();
-	bool all_acked() const { return tx_fin_ && retention_.empty(); }
 	bool is_rejoining(const Stream &st) const;
 	void shut_streams();
 	void stop_timers();
@@ -305,17 +307,13 @@ private:
 	// streams are read a frame at a time (pull mode).
 	bool splice_ = false;
 
-	// plain -> streams
+	// plain -> streams: seqs, FIN, retention, resends (Sender), and the
+	// stream each frame goes on (sched_, least_queued())
+	Sender tx_;
 	Scheduler sched_;
-	std::uint64_t tx_seq_ = 0;
-	bool tx_fin_ = false;
-	Retention retention_;
-	std::deque<std::uint64_t> resend_; // seqs to send again, oldest first
-	bool streams_shut_ = false;        // both ways done: write sides shut
-	// streams -> plain
-	ReorderBuffer rx_;
-	std::optional<std::uint64_t> rx_fin_seq_;
-	bool rx_done_ = false;
+	bool streams_shut_ = false; // both ways done: write sides shut
+	// streams -> plain: reorder, FIN, ACKs, the stuck watch (Receiver)
+	Receiver rx_;
 	bool ingress_paused_ = false;
 	// Zero-copy: bytes of DATA rx_.next() spliced out so far, and the
 	// stream splicing it (null if it was lost: a copy skips that much).
@@ -325,17 +323,10 @@ private:
 	// the reorder buffer, within its budget, instead of parking their
 	// streams, until the next one arrives.
 	bool spilling_ = false;
-	// ACKs of what was delivered (rx_.next()), and the wait for a frame that
-	// is stuck on its stream (later ones are in hand, it is not).
-	std::uint64_t ack_sent_ = 0;
-	std::size_t delivered_unacked_ = 0;
-	unsigned ack_next_stream_ = 0;
+	unsigned ack_next_stream_ = 0; // the stream the next ACK goes on
 	std::size_t frame_size_ = 0; // frame_size()'s last answer, and when
 	Agent::Clock::time_point frame_sized_at_{};
 	Timer ack_timer_{[this] { on_ack_timer(); }};
-	std::uint64_t rx_check_next_ = 0;
-	std::size_t rx_check_partial_ = 0;
-	Agent::Clock::time_point rx_stuck_since_, waiting_sent_;
 	Timer rx_check_timer_{[this] { on_rx_check(); }};
 
 	// Stripe: replacements under way, by index.

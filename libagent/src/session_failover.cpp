@@ -60,8 +60,7 @@ StreamHandler &retired_stream_handler()
 
 void Session::delivered(std::size_t bytes)
 {
-	delivered_unacked_ += bytes;
-	if (delivered_unacked_ >= std::max<std::size_t>(cfg_.retention / 4, 1))
+	if (rx_.delivered(bytes))
 		send_ack(0, false);
 	else if (!ack_timer_.armed())
 		ack_timer_.arm(agent_.timers(), kAckDelay);
@@ -69,7 +68,7 @@ void Session::delivered(std::size_t bytes)
 
 void Session::on_ack_timer()
 {
-	if (!closing() && rx_.next() > ack_sent_)
+	if (!closing() && rx_.ack_pending())
 		send_ack(0, false);
 }
 
@@ -102,8 +101,7 @@ void Session::send_ack(std::uint8_t flags, bool every_stream)
 	}
 	if (!sent)
 		return; // none open: a replacement gets one when it opens
-	ack_sent_ = h.seq;
-	delivered_unacked_ = 0;
+	rx_.acked();
 	ack_timer_.cancel();
 }
 
@@ -111,16 +109,19 @@ void Session::send_ack(std::uint8_t flags, bool every_stream)
 
 bool Session::take_ack(Stream &st, const wire::Header &h)
 {
-	if (h.seq > tx_seq_) {
+	switch (tx_.take_ack(h.seq)) {
+	case Sender::Ack::beyond:
 		abort(wire::ErrorCode::protocol,
 		      fmt::format("stream {} from {}: ACK {} beyond the {} frames sent", st.index,
-				  st.peer, h.seq, tx_seq_));
+				  st.peer, h.seq, tx_.next_seq()));
 		return false;
-	}
-	// A lower one than seen before came on a slower stream: stale.
-	if (retention_.ack(h.seq) > 0)
+	case Sender::Ack::stale: // a lower one than seen before, on a slower stream
+		break;
+	case Sender::Ack::released:
 		update_plain_pause();
-	if ((h.flags & wire::kAckFlagWaiting) && h.seq < tx_seq_)
+		break;
+	}
+	if ((h.flags & wire::kAckFlagWaiting) && h.seq < tx_.next_seq())
 		frame_waited_for(h.seq);
 	check_done();
 	return true;
@@ -132,7 +133,7 @@ bool Session::take_ack(Stream &st, const wire::Header &h)
 // once more on another stream instead, which costs nobody a stream.
 void Session::frame_waited_for(std::uint64_t seq)
 {
-	Retention::Frame *f = retention_.find(seq);
+	Retention::Frame *f = tx_.retention().find(seq);
 	if (!f || f->stream >= count_ || !streams_[f->stream])
 		return;
 	long waited = ms_since(f->sent, agent_.now());
@@ -158,7 +159,7 @@ void Session::frame_waited_for(std::uint64_t seq)
 // that it waits (ACK WAITING), and the session stalled with it.
 unsigned Session::holding_up() const
 {
-	const Retention::Frame *f = retention_.oldest();
+	const Retention::Frame *f = tx_.retention().oldest();
 	if (!f || f->stream >= count_ || agent_.now() - f->sent < kHeldUpAfter)
 		return count_;
 	for (unsigned i = 0; i < count_; i++)
@@ -170,7 +171,7 @@ unsigned Session::holding_up() const
 // Sends retained frame f again on st, copied.
 bool Session::resend(Retention::Frame &f, Stream &st)
 {
-	if (!retention_.materialize(f)) {
+	if (!tx_.retention().materialize(f)) {
 		abort(wire::ErrorCode::internal, fmt::format("cannot read back retained DATA {}", f.seq));
 		return false;
 	}
@@ -184,7 +185,7 @@ bool Session::resend(Retention::Frame &f, Stream &st)
 
 void Session::keep_sent(unsigned stream, std::uint64_t seq, std::span<const std::byte> copy)
 {
-	retention_.keep_copy(seq, stream, agent_.now(), copy);
+	tx_.retention().keep_copy(seq, stream, agent_.now(), copy);
 }
 
 // ---- a stuck receiver ---------------------------------------------------------------
@@ -193,9 +194,7 @@ void Session::watch_rx_stuck()
 {
 	if (rx_check_timer_.armed() || closing())
 		return;
-	rx_check_next_ = rx_.next();
-	rx_check_partial_ = rx_partial_;
-	rx_stuck_since_ = agent_.now();
+	rx_.watch(agent_.now(), rx_partial_);
 	rx_check_timer_.arm(agent_.timers(), kRxCheck);
 }
 
@@ -203,29 +202,20 @@ void Session::on_rx_check()
 {
 	if (closing() || phase_ != Phase::running)
 		return;
-	bool ahead = rx_.held_frames() > 0;
+	bool ahead = rx_.reorder().held_frames() > 0;
 	for (auto &sp : streams_)
 		ahead = ahead || (sp && (sp->parked || sp->blocked));
 	if (!ahead)
 		return; // nothing waits for a missing frame: the watch ends
+	// Moving, or waiting for the plain end: not stuck (0).
 	auto now = agent_.now();
-	if (rx_.next() != rx_check_next_ || rx_partial_ != rx_check_partial_ || ingress_paused_) {
-		// Moving, or waiting for the plain end: not stuck.
-		rx_check_next_ = rx_.next();
-		rx_check_partial_ = rx_partial_;
-		rx_stuck_since_ = now;
-	} else {
-		long stuck = ms_since(rx_stuck_since_, now);
-		if (splice_ && stuck >= kSpillAfter.count())
-			spill_parked();
-		if (!closing() && stuck >= kWaitingAfter.count())
-			drop_stalled_owner();
-		if (!closing() && stuck >= kWaitingAfter.count() &&
-		    now - waiting_sent_ >= kWaitingPeriod) {
-			waiting_sent_ = now;
-			send_ack(wire::kAckFlagWaiting, true);
-		}
-	}
+	auto stuck = rx_.stuck_for(now, rx_partial_, ingress_paused_);
+	if (splice_ && stuck >= kSpillAfter)
+		spill_parked();
+	if (!closing() && stuck >= kWaitingAfter)
+		drop_stalled_owner();
+	if (!closing() && stuck >= kWaitingAfter && rx_.waiting_due(now, kWaitingPeriod))
+		send_ack(wire::kAckFlagWaiting, true);
 	if (!closing())
 		rx_check_timer_.arm(agent_.timers(), kRxCheck);
 }
@@ -315,14 +305,12 @@ void Session::lose_stream(Stream &st, const std::string &why)
 		return;
 	}
 	stats_.streams_lost++;
-	std::vector<std::uint64_t> carried = retention_.carried_by(i);
+	std::vector<std::uint64_t> carried = tx_.retention().carried_by(i);
 	bool replace = side_ == Side::stripe && cfg_.rejoin_tries > 0;
 	log(LogLevel::warn, "{}: stream {} ({}) lost: {}; {} unacknowledged frames go again on {} "
 			    "other streams{}",
 	    tag(), i, peer, why, carried.size(), live_, replace ? "; a replacement follows" : "");
-	resend_.insert(resend_.end(), carried.begin(), carried.end());
-	std::sort(resend_.begin(), resend_.end());
-	resend_.erase(std::unique(resend_.begin(), resend_.end()), resend_.end());
+	tx_.resend_later(carried);
 	flush_resends();
 	if (closing())
 		return;
@@ -346,10 +334,13 @@ void Session::lose_stream(Stream &st, const std::string &why)
 // streams (oldest first); with none open they wait for a replacement.
 void Session::flush_resends()
 {
-	while (!resend_.empty() && !closing()) {
-		Retention::Frame *f = retention_.find(resend_.front());
+	while (!closing()) {
+		std::optional<std::uint64_t> seq = tx_.next_resend();
+		if (!seq)
+			break;
+		Retention::Frame *f = tx_.retention().find(*seq);
 		if (!f) { // acknowledged meanwhile
-			resend_.pop_front();
+			tx_.resent();
 			continue;
 		}
 		// The least backlog counting the kernel's queue: a frame sent
@@ -357,7 +348,7 @@ void Session::flush_resends()
 		Stream *st = least_queued(true);
 		if (!st || !resend(*f, *st))
 			return;
-		resend_.pop_front();
+		tx_.resent();
 	}
 }
 
@@ -463,9 +454,9 @@ void Session::install_stream(std::unique_ptr<Stream> st)
 	live_++;
 	failover_timer_.cancel();
 	Stream &ns = *streams_[i];
-	if (tx_fin_)
-		send_frame(ns, wire::Type::fin, tx_seq_, {});
-	if (ack_sent_ > 0 || rx_done_)
+	if (tx_.ended())
+		send_frame(ns, wire::Type::fin, tx_.next_seq(), {});
+	if (rx_.ever_acked())
 		send_ack(0, false);
 	flush_resends();
 	if (closing())

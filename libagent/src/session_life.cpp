@@ -103,7 +103,7 @@ void Session::check_done()
 {
 	if (closing() || !both_ways_done())
 		return;
-	resend_.clear();
+	tx_.drop_resends();
 	if (!streams_shut_)
 		shut_streams();
 	for (auto &st : streams_)

@@ -37,7 +37,7 @@ constexpr std::size_t kTurnBudget = 1 << 20;
 StreamReader::Pulled Session::plain_pull()
 {
 	Pulled r;
-	while (!closing() && !tx_fin_) {
+	while (!closing() && !tx_.ended()) {
 		if (r.bytes >= kTurnBudget) {
 			r.drained = false;
 			break;
@@ -45,7 +45,7 @@ StreamReader::Pulled Session::plain_pull()
 		unsigned open = 0;
 		for (unsigned i = 0; i < count_; i++)
 			open += sendable(i);
-		if (open == 0 || retention_.bytes() >= cfg_.retention) {
+		if (open == 0 || tx_.full()) {
 			// Every stream still holds a frame (or is connecting), or
 			// the retention is full until the peer acknowledges more:
 			// read again once there is room (update_plain_pause).
@@ -81,10 +81,10 @@ StreamReader::Pulled Session::plain_pull()
 		wire::Header h;
 		h.type = wire::Type::data;
 		h.length = static_cast<std::uint32_t>(n);
-		h.seq = tx_seq_++;
+		h.seq = tx_.take_seq();
 		wire::encode_header(h, hdr);
 		Conn &out = streams_[pick]->conn;
-		if (retention_.keep_tee(h.seq, pick, agent_.now(), pipe)) {
+		if (tx_.retention().keep_tee(h.seq, pick, agent_.now(), pipe)) {
 			out.send_direct(hdr, std::move(pipe));
 		} else {
 			// No pipe for the duplicate (descriptors, pipe pages):
@@ -168,7 +168,7 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 			// delivered or at another stream's head is no error: it
 			// is dropped in its turn.)
 			std::string bad = data_seq_error(st, h.seq);
-			if (bad.empty() && h.seq > rx_.next() && h.seq - rx_.next() >= rx_.window())
+			if (bad.empty() && h.seq > rx_.next() && h.seq - rx_.next() >= rx_.reorder().window())
 				bad = fmt::format("DATA seq {} outside the window (next {})", h.seq,
 						  rx_.next());
 			if (!bad.empty()) {
@@ -322,7 +322,7 @@ void Session::pull_failed(Stream &st, ssize_t res, bool inside_frame)
 void Session::data_done(Stream &st, std::uint64_t seq)
 {
 	st.head.reset();
-	rx_.advance();
+	rx_.reorder().advance();
 	spilling_ = false;
 	note_data(st, seq);
 	// The next frame's stream goes on, and so does one whose head is a

@@ -83,8 +83,8 @@ std::size_t Session::consume_frames(Stream &st, std::span<const std::byte> buf)
 // are sent again after a stream is lost, and the copies are dropped.
 std::string Session::data_seq_error(const Stream &, std::uint64_t seq) const
 {
-	if (rx_fin_seq_ && seq >= *rx_fin_seq_)
-		return fmt::format("DATA seq {} after FIN (seq {})", seq, *rx_fin_seq_);
+	if (rx_.after_fin(seq))
+		return fmt::format("DATA seq {} after FIN (seq {})", seq, *rx_.fin_seq());
 	return {};
 }
 
@@ -93,7 +93,7 @@ std::string Session::data_seq_error(const Stream &, std::uint64_t seq) const
 bool Session::fits_reorder(const wire::Header &h) const
 {
 	return h.seq <= rx_.next() ||
-	       (rx_.held_bytes() + h.length <= rx_.budget() && !agent_.memory().over());
+	       (rx_.reorder().held_bytes() + h.length <= rx_.reorder().budget() && !agent_.memory().over());
 }
 
 bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const std::byte> payload)
@@ -132,9 +132,9 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 			watch_rx_stuck();
 			return false;
 		}
-		switch (rx_.offer(h.seq, payload)) {
+		switch (rx_.reorder().offer(h.seq, payload)) {
 		case ReorderBuffer::Verdict::in_order:
-			rx_.advance();
+			rx_.reorder().advance();
 			deliver(payload);
 			drain_reorder();
 			break;
@@ -162,10 +162,8 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 	case wire::Type::fin:
 		if (st.fin_seen)
 			return bad("second FIN");
-		if ((rx_fin_seq_ && *rx_fin_seq_ != h.seq) || h.seq < rx_.next() ||
-		    (st.any_data && h.seq <= st.max_seq))
+		if ((st.any_data && h.seq <= st.max_seq) || !rx_.take_fin(h.seq))
 			return bad(fmt::format("FIN seq {} does not fit the data", h.seq));
-		rx_fin_seq_ = h.seq;
 		st.fin_seen = true;
 		stats_.frames_received++;
 		drain_reorder();
@@ -214,13 +212,12 @@ void Session::note_data(Stream &st, std::uint64_t seq)
 void Session::drain_reorder()
 {
 	std::vector<std::byte> frame;
-	while (!closing() && rx_.pop(frame)) {
+	while (!closing() && rx_.reorder().pop(frame)) {
 		agent_.memory().give(frame.size());
 		deliver(frame);
 	}
-	if (closing() || rx_done_ || !rx_fin_seq_ || rx_.next() != *rx_fin_seq_)
+	if (closing() || !rx_.complete())
 		return;
-	rx_done_ = true;
 	// The final ACK goes on every stream: the peer shuts its streams only
 	// once it has it, so each stream's end comes after it.
 	send_ack(0, true);
