@@ -258,8 +258,9 @@ void Session::send_up(std::span<const std::byte> bytes)
 // the open streams' mean minimum RTT (the path's: under load, loopback's
 // smoothed RTT reaches 5 ms of queueing) is SessionConfig::kLongPathRtt or
 // more (sampled every 100 ms). Over 40 ms with 0.1% loss, 8 streams moved
-// 1.3x as much with 256 KiB frames as with 1 MiB ones (bench/paths.py); on
-// loopback, 256 KiB frames cost 1.5x the CPU per byte.
+// 1.16x as much with 256 KiB frames as with 1 MiB ones (medians of four
+// paired runs of bench/paths.py, themselves spread 0.93-2.1x); on loopback
+// 256 KiB frames cost 1.5x the CPU per byte.
 std::size_t Session::frame_size()
 {
 	constexpr std::chrono::milliseconds kResample{100};
