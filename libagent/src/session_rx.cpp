@@ -92,8 +92,9 @@ std::string Session::data_seq_error(const Stream &, std::uint64_t seq) const
 // always goes through; a duplicate is dropped).
 bool Session::fits_reorder(const wire::Header &h) const
 {
+	const ReorderBuffer &r = rx_.reorder();
 	return h.seq <= rx_.next() ||
-	       (rx_.reorder().held_bytes() + h.length <= rx_.reorder().budget() && !agent_.memory().over());
+	       (r.held_bytes() + h.length <= r.budget() && !agent_.memory().over());
 }
 
 bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const std::byte> payload)
