@@ -18,7 +18,7 @@ from harness import AGENTPROXY, DATA_PATH, EVENTS, HOST, MiB, Data, check, free_
 from http_backend import blob_bytes
 from http_harness import (NGINX, Nginx, Responses, backend, closed_after, finish, get,
                           pipeline, start_proxy, stat)
-from probes import counters
+from probes import counters, wait_until
 
 BIG = int(os.environ.get("E2E_BIG_MIB", "256")) * MiB
 
@@ -37,8 +37,12 @@ def t_reverse_order(mkenv):
     check(b.max_inflight == 8, "the backend saw at most %d requests at once, not 8"
           % b.max_inflight)
     # The backend's threads take the requests in whatever order they parse
-    # them; it answers the last of them first (its "release" order).
-    order = [e[1] for e in b.events if e[0] == "sent"]
+    # them; it answers the last of them first (its "release" order). Each
+    # notes "sent" after its response is out: the client may have the last
+    # one a moment before its thread says so.
+    sent = lambda: [e[1] for e in b.events if e[0] == "sent"]  # noqa: E731
+    wait_until(lambda: len(sent()) >= 8, 5)
+    order = sent()
     release = [e[1] for e in b.events if e[0] == "release"]
     check(release and order == release[0],
           "the backend did not answer in the reverse of its arrival order: sent %r, "
