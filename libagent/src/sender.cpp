@@ -32,7 +32,14 @@ void Sender::settle()
 		state_ = State::acked;
 }
 
-void Sender::resend_later(std::uint64_t seq) { resend_later(std::vector<std::uint64_t>{seq}); }
+// One seq, at its place (a frame made with no stream open is the newest:
+// at the end), without sorting the whole queue again.
+void Sender::resend_later(std::uint64_t seq)
+{
+	auto at = std::lower_bound(resends_.begin(), resends_.end(), seq);
+	if (at == resends_.end() || *at != seq)
+		resends_.insert(at, seq);
+}
 
 void Sender::resend_later(const std::vector<std::uint64_t> &seqs)
 {
