@@ -80,23 +80,23 @@ public:
 	// Handshake (docs/wire-format.md): HELLO, our HELLO-ACK, their AUTH.
 	void stream_data(Stream &st, std::span<const std::byte> bytes) override
 	{
-		st.in.insert(st.in.end(), bytes.begin(), bytes.end());
+		st.reader.held.insert(st.reader.held.end(), bytes.begin(), bytes.end());
 		auto [type, body] = awaited(st);
 		const std::size_t need = wire::kHeaderSize + body;
-		if (st.in.size() >= wire::kHeaderSize) {
+		if (st.reader.held.size() >= wire::kHeaderSize) {
 			// Check the header as soon as it is here: garbage is
 			// refused without waiting for a whole frame.
 			wire::Header h;
-			auto s = wire::decode_header(std::span(st.in).first<wire::kHeaderSize>(), h);
+			auto s = wire::decode_header(std::span(st.reader.held).first<wire::kHeaderSize>(), h);
 			if (s != wire::Status::ok)
 				return refuse(st, fmt::format("bad frame: {}", wire::describe(s)));
 			if (h.type != type)
 				return refuse(st, st.hello_seen ? "the frame after HELLO is not AUTH"
 								: "first frame is not a HELLO");
 		}
-		if (st.in.size() < need)
+		if (st.reader.held.size() < need)
 			return;
-		auto payload = std::span(st.in).subspan(wire::kHeaderSize, body);
+		auto payload = std::span(st.reader.held).subspan(wire::kHeaderSize, body);
 		if (!st.hello_seen) {
 			wire::Hello hello;
 			auto s = wire::decode_hello(payload.first<wire::kHelloSize>(), hello);
@@ -116,8 +116,8 @@ public:
 			st.hello = hello;
 			st.hello_seen = true;
 			send_hello_ack(st, v);
-			st.in.erase(st.in.begin(), st.in.begin() + need);
-			if (!st.in.empty())
+			st.reader.held.erase(st.reader.held.begin(), st.reader.held.begin() + need);
+			if (!st.reader.held.empty())
 				stream_data(st, {});
 			return;
 		}
@@ -152,9 +152,9 @@ public:
 		while (is_pending(st)) {
 			std::byte buf[wire::kHeaderSize + wire::kHelloSize];
 			const std::size_t need = wire::kHeaderSize + awaited(st).second;
-			std::size_t want = (st.in.size() < wire::kHeaderSize ? wire::kHeaderSize
+			std::size_t want = (st.reader.held.size() < wire::kHeaderSize ? wire::kHeaderSize
 									   : need) -
-					   st.in.size();
+					   st.reader.held.size();
 			ssize_t n = recv_now(st.conn.fd(), buf, want);
 			if (n == -EAGAIN)
 				break;
@@ -185,8 +185,8 @@ public:
 				return refuse(st, fmt::format("stream index {} is already taken",
 							      hello.index));
 		}
-		std::vector<std::byte> leftover(st.in.begin() + used, st.in.end());
-		st.in.clear();
+		std::vector<std::byte> leftover(st.reader.held.begin() + used, st.reader.held.end());
+		st.reader.held.clear();
 		st.index = hello.index;
 		std::unique_ptr<Stream> owned = take_pending(st);
 		if (!s) {
@@ -229,8 +229,8 @@ public:
 			return refuse(st, fmt::format("REJOIN does not fit session {:016x} (closing, "
 						      "or count {} against {})",
 						      hello.session, hello.count, s->count()));
-		std::vector<std::byte> leftover(st.in.begin() + used, st.in.end());
-		st.in.clear();
+		std::vector<std::byte> leftover(st.reader.held.begin() + used, st.reader.held.end());
+		st.reader.held.clear();
 		st.index = hello.index;
 		std::unique_ptr<Stream> owned = take_pending(st);
 		if (!s->rejoin_stream(owned, leftover)) {

@@ -27,7 +27,7 @@ std::string socket_error(int err, const SessionConfig &cfg)
 // ---- Stream ---------------------------------------------------------------
 
 Stream::Stream(Agent &a, StreamHandler *h, int fd, bool connected, unsigned idx)
-	: agent(a), handler(h), conn(a, *this, fd, connected), index(idx),
+	: agent(a), handler(h), conn(a, *this, fd, connected), index(idx), reader(fd),
 	  since(Agent::Clock::now())
 {
 }

@@ -18,6 +18,7 @@
 #include "agent/proxy.hpp"
 #include "agent/scheduler.hpp"
 #include "conn.hpp"
+#include "frame_reader.hpp"
 #include "receiver.hpp"
 #include "sender.hpp"
 
@@ -80,15 +81,10 @@ public:
 	Conn conn;
 	unsigned index;
 	std::string peer;
-	std::vector<std::byte> in; // received, not yet consumed
-
-	// Pull mode: the handler reads the socket itself, a frame at a time.
+	// Bytes received and not yet consumed (reader.held), and in pull mode
+	// (the handler reads the socket itself) the frame being read.
+	FrameReader reader;
 	bool pull = false;
-	std::byte head_buf[wire::kHeaderSize];
-	std::size_t head_have = 0;          // bytes of head_buf filled
-	std::optional<wire::Header> head;   // the frame being read
-	std::size_t payload_left = 0;       // its payload bytes still unread
-	std::vector<std::byte> payload;     // payloads that are read into memory
 	bool parked = false;  // its DATA frame waits for the frames before it
 	std::size_t discard = 0; // bytes of its frame delivered by a lost stream
 
@@ -200,8 +196,8 @@ private:
 	// The zero-copy path (session_pull.cpp).
 	Pulled plain_pull();
 	bool pull_frame(Stream &st, Pulled &r);
-	ssize_t pull_bytes(Stream &st, std::byte *dst, std::size_t n);
-	ssize_t pull_payload(Stream &st, Pipe &pipe, std::size_t n);
+	std::string head_error(const Stream &st, const wire::Header &h) const;
+	bool splice_data(Stream &st, const wire::Header &h, Pulled &r);
 	void pull_failed(Stream &st, ssize_t res, bool inside_frame);
 	void data_done(Stream &st, std::uint64_t seq);
 	bool take_pipe(Pipe &pipe, std::size_t capacity);

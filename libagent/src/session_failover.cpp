@@ -228,13 +228,13 @@ void Session::spill_parked()
 {
 	std::vector<Stream *> parked;
 	for (auto &sp : streams_)
-		if (sp && sp->parked && sp->head)
+		if (sp && sp->parked && sp->reader.head())
 			parked.push_back(sp.get());
 	std::sort(parked.begin(), parked.end(),
-		  [](const Stream *a, const Stream *b) { return a->head->seq < b->head->seq; });
+		  [](const Stream *a, const Stream *b) { return a->reader.head()->seq < b->reader.head()->seq; });
 	spilling_ = true;
 	for (Stream *st : parked) {
-		if (closing() || !spilling_ || !attached(*st) || !fits_reorder(*st->head))
+		if (closing() || !spilling_ || !attached(*st) || !fits_reorder(*st->reader.head()))
 			break;
 		st->parked = false;
 		stream_readable(*st);
@@ -257,8 +257,8 @@ void Session::drop_stalled_owner()
 	if (!owner)
 		return;
 	for (auto &sp : streams_) {
-		if (!sp || sp.get() == owner || !sp->parked || !sp->head ||
-		    sp->head->type != wire::Type::data || sp->head->seq != rx_.next())
+		if (!sp || sp.get() == owner || !sp->parked || !sp->reader.head() ||
+		    sp->reader.head()->type != wire::Type::data || sp->reader.head()->seq != rx_.next())
 			continue;
 		lose_stream(*owner, fmt::format("stalled inside DATA {} ({} bytes of it delivered) "
 						"while stream {} holds a copy",
@@ -317,7 +317,7 @@ void Session::lose_stream(Stream &st, const std::string &why)
 	// It may have held the start of the next frame: a copy at another
 	// stream's head can go now.
 	for (auto &sp : streams_)
-		if (sp && sp->parked && sp->head && sp->head->seq <= rx_.next()) {
+		if (sp && sp->parked && sp->reader.head() && sp->reader.head()->seq <= rx_.next()) {
 			sp->parked = false;
 			apply_pause(*sp);
 		}

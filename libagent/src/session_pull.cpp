@@ -16,10 +16,6 @@
 
 #include "agent/log.hpp"
 
-#include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <linux/sockios.h>
-
 #include <cerrno>
 #include <cstring>
 
@@ -137,128 +133,46 @@ StreamReader::Pulled Session::stream_readable(Stream &st)
 // it may be called again at once.
 bool Session::pull_frame(Stream &st, Pulled &r)
 {
-	if (!st.head) {
-		ssize_t n = pull_bytes(st, st.head_buf + st.head_have,
-				       wire::kHeaderSize - st.head_have);
+	FrameReader &in = st.reader;
+	if (in.state() == FrameReader::State::header) {
+		auto s = wire::Status::ok;
+		bool inside = in.inside_frame();
+		ssize_t n = in.read_header(&s);
 		if (n <= 0) {
-			pull_failed(st, n, st.head_have > 0);
+			pull_failed(st, n, inside);
 			return false;
 		}
 		r.bytes += n;
-		st.head_have += n;
-		if (st.head_have < wire::kHeaderSize)
-			return true;
-		st.head_have = 0;
-		wire::Header h;
-		auto s = wire::decode_header(std::span(st.head_buf), h);
 		if (s != wire::Status::ok) {
 			abort(wire::ErrorCode::protocol,
 			      fmt::format("stream {} from {}: bad frame: {}", st.index, st.peer,
 					  wire::describe(s)));
 			return false;
 		}
-		if (!st.open() && h.type != wire::Type::hello_ack && h.type != wire::Type::error) {
+		if (!in.head())
+			return true; // the rest of the header is still to come
+		if (std::string bad = head_error(st, *in.head()); !bad.empty()) {
 			abort(wire::ErrorCode::protocol,
-			      fmt::format("stream {} from {}: a frame before the HELLO-ACK", st.index,
-					  st.peer));
+			      fmt::format("stream {} from {}: {}", st.index, st.peer, bad));
 			return false;
 		}
-		if (h.type == wire::Type::data) {
-			// Past the end, or too far ahead. (A copy of a frame
-			// delivered or at another stream's head is no error: it
-			// is dropped in its turn.)
-			std::string bad = data_seq_error(st, h.seq);
-			if (bad.empty() && h.seq > rx_.next() && h.seq - rx_.next() >= rx_.reorder().window())
-				bad = fmt::format("DATA seq {} outside the window (next {})", h.seq,
-						  rx_.next());
-			if (!bad.empty()) {
-				abort(wire::ErrorCode::protocol,
-				      fmt::format("stream {} from {}: {}", st.index, st.peer, bad));
-				return false;
-			}
-		}
-		st.head = h;
-		st.payload_left = h.length;
-		st.payload.clear();
 	}
-	const wire::Header h = *st.head;
+	const wire::Header h = *in.head();
 	if (h.type == wire::Type::data && splice_ && h.seq > rx_.next() &&
 	    !(spilling_ && fits_reorder(h))) {
 		st.parked = true; // data_done() unparks it in its turn
 		watch_rx_stuck();
 		return false;
 	}
-	if (h.type == wire::Type::data && splice_ && h.seq == rx_.next()) {
-		if (rx_owner_ && rx_owner_ != &st) {
-			st.parked = true; // a copy: the other stream is delivering it
-			watch_rx_stuck(); // ...unless it has stalled
-			return false;
-		}
-		if (!rx_owner_) {
-			// A lost stream delivered the start of this frame: its
-			// copy skips that much.
-			if (rx_partial_ >= h.length) {
-				abort(wire::ErrorCode::protocol,
-				      fmt::format("stream {} from {}: DATA seq {} is shorter than what "
-						  "was delivered of it", st.index, st.peer, h.seq));
-				return false;
-			}
-			rx_owner_ = &st;
-			st.discard = rx_partial_;
-		}
-		while (st.discard > 0) {
-			std::byte scratch[16384];
-			ssize_t n = pull_bytes(st, scratch, std::min(st.discard, sizeof(scratch)));
-			if (n <= 0) {
-				pull_failed(st, n, true);
-				return false;
-			}
-			r.bytes += n;
-			st.discard -= n;
-			st.payload_left -= n;
-		}
-		if (st.payload_left > 0) {
-			if (!plain_->can_send_direct()) {
-				update_ingress_pause(); // resumes on conn_sent
-				return false;
-			}
-			Pipe pipe;
-			if (!take_pipe(pipe, wire::kMaxPayload))
-				return false;
-			ssize_t n = pull_payload(st, pipe, st.payload_left);
-			if (n <= 0) {
-				Pipe::release(std::move(pipe));
-				pull_failed(st, n, true);
-				return false;
-			}
-			r.bytes += n;
-			st.payload_left -= n;
-			rx_partial_ += n;
-			stats_.bytes_out += n;
-			progress();
-			plain_->send_direct({}, std::move(pipe));
-			if (st.payload_left > 0)
-				return true;
-		}
-		rx_owner_ = nullptr;
-		rx_partial_ = 0;
-		data_done(st, h.seq);
-		delivered(h.length);
-		update_ingress_pause();
-		return attached(st);
-	}
+	if (h.type == wire::Type::data && splice_ && h.seq == rx_.next())
+		return splice_data(st, h, r);
 	// Control frames, and DATA for an application: into memory.
-	while (st.payload_left > 0) {
-		std::size_t have = st.payload.size();
-		st.payload.resize(have + st.payload_left);
-		ssize_t n = pull_bytes(st, st.payload.data() + have, st.payload_left);
-		st.payload.resize(have + std::max<ssize_t>(n, 0));
-		if (n <= 0) {
-			pull_failed(st, n, true);
-			return false;
-		}
-		r.bytes += n;
-		st.payload_left -= n;
+	std::size_t before = in.payload_left();
+	ssize_t n = in.read_payload();
+	r.bytes += before - in.payload_left();
+	if (in.payload_left() > 0) {
+		pull_failed(st, n, true);
+		return false;
 	}
 	if (h.type == wire::Type::data && !fits_reorder(h)) {
 		// handle_frame() would refuse it for now: keep it and stop.
@@ -267,36 +181,87 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 			agent_.memory().wait(*this);
 		return false;
 	}
-	st.head.reset();
-	bool more = handle_frame(st, h, st.payload);
+	std::vector<std::byte> payload = in.take_payload();
+	bool more = handle_frame(st, h, payload);
 	if (more && h.type == wire::Type::data)
 		drain_reorder();
 	return more && !closing() && (attached(st) || is_rejoining(st));
 }
 
-// Bytes from st.in first (what a source read before), then the socket.
-// Returns bytes read, 0 at end of stream, or -errno.
-ssize_t Session::pull_bytes(Stream &st, std::byte *dst, std::size_t n)
+// What is wrong with frame h heading st (empty if nothing).
+std::string Session::head_error(const Stream &st, const wire::Header &h) const
 {
-	if (!st.in.empty()) {
-		std::size_t k = std::min(n, st.in.size());
-		std::memcpy(dst, st.in.data(), k);
-		st.in.erase(st.in.begin(), st.in.begin() + k);
-		return static_cast<ssize_t>(k);
-	}
-	return recv_now(st.conn.fd(), dst, n);
+	if (!st.open() && h.type != wire::Type::hello_ack && h.type != wire::Type::error)
+		return "a frame before the HELLO-ACK";
+	if (h.type != wire::Type::data)
+		return {};
+	// Past the end, or too far ahead. (A copy of a frame delivered or at
+	// another stream's head is no error: it is dropped in its turn.)
+	std::string bad = data_seq_error(st, h.seq);
+	if (bad.empty() && h.seq > rx_.next() && h.seq - rx_.next() >= rx_.reorder().window())
+		bad = fmt::format("DATA seq {} outside the window (next {})", h.seq, rx_.next());
+	return bad;
 }
 
-ssize_t Session::pull_payload(Stream &st, Pipe &pipe, std::size_t n)
+// DATA h, the next in sequence, heads st: its payload is spliced on into the
+// plain socket, as far as it goes now.
+bool Session::splice_data(Stream &st, const wire::Header &h, Pulled &r)
 {
-	if (!st.in.empty()) {
-		std::size_t k = std::min(n, st.in.size());
-		ssize_t w = pipe.fill_copy(st.in.data(), k);
-		if (w > 0)
-			st.in.erase(st.in.begin(), st.in.begin() + w);
-		return w;
+	FrameReader &in = st.reader;
+	if (rx_owner_ && rx_owner_ != &st) {
+		st.parked = true; // a copy: the other stream is delivering it
+		watch_rx_stuck(); // ...unless it has stalled
+		return false;
 	}
-	return pipe.fill_from(st.conn.fd(), n);
+	if (!rx_owner_) {
+		// A lost stream delivered the start of this frame: its copy
+		// skips that much.
+		if (rx_partial_ >= h.length) {
+			abort(wire::ErrorCode::protocol,
+			      fmt::format("stream {} from {}: DATA seq {} is shorter than what was "
+					  "delivered of it", st.index, st.peer, h.seq));
+			return false;
+		}
+		rx_owner_ = &st;
+		st.discard = rx_partial_;
+	}
+	while (st.discard > 0) {
+		ssize_t n = in.skip_payload(st.discard);
+		if (n <= 0) {
+			pull_failed(st, n, true);
+			return false;
+		}
+		r.bytes += n;
+		st.discard -= n;
+	}
+	if (in.payload_left() > 0) {
+		if (!plain_->can_send_direct()) {
+			update_ingress_pause(); // resumes on conn_sent
+			return false;
+		}
+		Pipe pipe;
+		if (!take_pipe(pipe, wire::kMaxPayload))
+			return false;
+		ssize_t n = in.splice_payload(pipe, in.payload_left());
+		if (n <= 0) {
+			Pipe::release(std::move(pipe));
+			pull_failed(st, n, true);
+			return false;
+		}
+		r.bytes += n;
+		rx_partial_ += n;
+		stats_.bytes_out += n;
+		progress();
+		plain_->send_direct({}, std::move(pipe));
+		if (in.payload_left() > 0)
+			return true;
+	}
+	rx_owner_ = nullptr;
+	rx_partial_ = 0;
+	data_done(st, h.seq);
+	delivered(h.length);
+	update_ingress_pause();
+	return attached(st);
 }
 
 // A read returned res <= 0: wait (EAGAIN), or the stream ended.
@@ -321,7 +286,7 @@ void Session::pull_failed(Stream &st, ssize_t res, bool inside_frame)
 // DATA seq has gone to the plain socket: the next frame may be parked.
 void Session::data_done(Stream &st, std::uint64_t seq)
 {
-	st.head.reset();
+	st.reader.frame_done();
 	rx_.reorder().advance();
 	spilling_ = false;
 	note_data(st, seq);
@@ -331,7 +296,7 @@ void Session::data_done(Stream &st, std::uint64_t seq)
 		if (!sp)
 			continue;
 		Stream &o = *sp;
-		if (o.parked && o.head && o.head->seq <= rx_.next()) {
+		if (o.parked && o.reader.head() && o.reader.head()->seq <= rx_.next()) {
 			o.parked = false;
 			apply_pause(o);
 		}
@@ -394,8 +359,9 @@ Stream *Session::due_stream(const Stream *besides) const
 		if (!sp)
 			continue;
 		Stream &o = *sp;
-		if (&o != besides && o.head && o.head->type == wire::Type::data &&
-		    o.head->seq <= rx_.next() && !o.parked && !o.eof &&
+		const auto &head = o.reader.head();
+		if (&o != besides && head && head->type == wire::Type::data &&
+		    head->seq <= rx_.next() && !o.parked && !o.eof &&
 		    (!rx_owner_ || rx_owner_ == &o))
 			return &o;
 	}

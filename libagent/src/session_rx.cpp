@@ -22,22 +22,22 @@ void Session::stream_data(Stream &st, std::span<const std::byte> bytes)
 	if (phase_ == Phase::setup || st.pull) {
 		// In pull mode these are bytes a source read before the mode
 		// changed: they come first.
-		st.in.insert(st.in.end(), bytes.begin(), bytes.end());
+		st.reader.held.insert(st.reader.held.end(), bytes.begin(), bytes.end());
 		if (phase_ == Phase::setup)
 			st.pause();
 		else
 			stream_readable(st);
 		return;
 	}
-	if (st.in.empty()) {
+	if (st.reader.held.empty()) {
 		std::size_t n = consume(st, bytes);
 		if (n < bytes.size() && !closing())
-			st.in.assign(bytes.begin() + n, bytes.end());
+			st.reader.held.assign(bytes.begin() + n, bytes.end());
 	} else {
-		st.in.insert(st.in.end(), bytes.begin(), bytes.end());
-		std::size_t n = consume(st, st.in);
+		st.reader.held.insert(st.reader.held.end(), bytes.begin(), bytes.end());
+		std::size_t n = consume(st, st.reader.held);
 		if (!closing())
-			st.in.erase(st.in.begin(), st.in.begin() + n);
+			st.reader.held.erase(st.reader.held.begin(), st.reader.held.begin() + n);
 	}
 	pump();
 }
@@ -45,7 +45,7 @@ void Session::stream_data(Stream &st, std::span<const std::byte> bytes)
 std::size_t Session::consume(Stream &st, std::span<const std::byte> buf)
 {
 	// A frame may lose a stream (an ACK WAITING), which pumps: that pump
-	// must not consume st.in under this loop. The caller pumps after.
+	// must not consume st.reader.held under this loop. The caller pumps after.
 	bool outer = !consuming_;
 	consuming_ = true;
 	std::size_t off = consume_frames(st, buf);
@@ -57,7 +57,7 @@ std::size_t Session::consume(Stream &st, std::span<const std::byte> buf)
 std::size_t Session::consume_frames(Stream &st, std::span<const std::byte> buf)
 {
 	std::size_t off = 0;
-	// Paused, the rest waits in st.in (pump() takes it up): a receive
+	// Paused, the rest waits in st.reader.held (pump() takes it up): a receive
 	// buffer's worth of frames past the pause would overshoot the budgets.
 	while (!closing() && (!ingress_paused_ || !st.open()) &&
 	       buf.size() - off >= wire::kHeaderSize) {
@@ -247,14 +247,14 @@ void Session::pump()
 			Stream &st = *sp;
 			if (st.pull) {
 				// Read again if what stopped it fits now.
-				if (st.blocked && st.head && fits_reorder(*st.head))
+				if (st.blocked && st.reader.head() && fits_reorder(*st.reader.head()))
 					st.blocked = false;
-			} else if (!st.in.empty()) {
+			} else if (!st.reader.held.empty()) {
 				st.blocked = false;
-				std::size_t n = consume(st, st.in);
+				std::size_t n = consume(st, st.reader.held);
 				if (closing())
 					break;
-				st.in.erase(st.in.begin(), st.in.begin() + n);
+				st.reader.held.erase(st.reader.held.begin(), st.reader.held.begin() + n);
 				progress = progress || n > 0;
 			}
 			apply_pause(st);
@@ -282,7 +282,7 @@ void Session::check_stream_eof(Stream &st)
 {
 	if (closing() || !st.eof || st.blocked || phase_ == Phase::setup || both_ways_done())
 		return;
-	lose_stream(st, st.in.empty() ? "closed before the end of the session"
+	lose_stream(st, st.reader.held.empty() ? "closed before the end of the session"
 				      : "closed inside a frame");
 }
 
