@@ -38,7 +38,8 @@ std::unique_ptr<Agent> Agent::create(const AgentOptions &opts, std::string *err)
 		*err = e.what();
 		return nullptr;
 	}
-	a->events_ = make_event_source(opts.events, a->ring_, *a->buffers_, err);
+	a->events_ = opts.make_source ? opts.make_source(a->ring_, *a->buffers_, err)
+				      : make_event_source(opts.events, a->ring_, *a->buffers_, err);
 	if (!a->events_)
 		return nullptr;
 	Pipe::prepare();

@@ -36,6 +36,10 @@ struct AgentOptions {
 	// Bytes held in user space for all sessions of the thread (send
 	// queues, reorder buffers); past it sessions stop reading.
 	std::size_t memory_cap = std::size_t(1) << 30;
+	// Makes the event source in place of `events`' (a source of one's own,
+	// or the unit tests' scripted one); null: make_event_source(events).
+	std::function<std::unique_ptr<EventSource>(Ring &, BufferRing &, std::string *err)>
+		make_source;
 };
 
 class Agent {

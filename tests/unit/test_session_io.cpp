@@ -1,0 +1,372 @@
+// SPDX-License-Identifier: MIT
+// A join-side session's two directions driven over socketpairs by a
+// scripted event source: the test plays the stripe side, writing frames
+// into the streams' far ends and reading what the session sends back.
+// Receiver: frames from several streams delivered in sequence (copied to an
+// application, or spliced into a target socket), duplicates dropped, ACKs
+// sent, a forged frame ending the session. Sender: an application's bytes
+// framed over the streams, and the frames of a lost stream sent again on
+// the others.
+#include "../../libagent/src/session.hpp"
+
+#include "agent/net.hpp"
+#include "scripted_source.hpp"
+#include "support.hpp"
+
+#include <catch2/catch_test_macros.hpp>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+using namespace agent;
+using test_support::ScriptedSource;
+
+namespace {
+
+struct Frame {
+	wire::Header h;
+	std::string payload;
+};
+
+// The stripe side's end of one stream: writes frames (queued, written as
+// the session reads), reads the session's.
+struct FarEnd {
+	int fd = -1;
+	std::vector<std::byte> buf, out;
+	bool eof = false;
+
+	void send(wire::Type type, std::uint64_t seq, const std::string &payload = {})
+	{
+		wire::Header h;
+		h.type = type;
+		h.seq = seq;
+		h.length = static_cast<std::uint32_t>(payload.size());
+		std::byte hdr[wire::kHeaderSize];
+		wire::encode_header(h, hdr);
+		out.insert(out.end(), hdr, hdr + wire::kHeaderSize);
+		for (char c : payload)
+			out.push_back(std::byte(c));
+		flush();
+	}
+	void flush()
+	{
+		ssize_t n = out.empty() ? 0 : ::send(fd, out.data(), out.size(), MSG_DONTWAIT);
+		if (n > 0)
+			out.erase(out.begin(), out.begin() + n);
+	}
+	// Every whole frame that has arrived.
+	std::vector<Frame> frames()
+	{
+		std::byte tmp[65536];
+		for (;;) {
+			ssize_t n = recv(fd, tmp, sizeof(tmp), MSG_DONTWAIT);
+			if (n == 0)
+				eof = true;
+			if (n <= 0)
+				break;
+			buf.insert(buf.end(), tmp, tmp + n);
+		}
+		std::vector<Frame> out;
+		std::size_t off = 0;
+		while (buf.size() - off >= wire::kHeaderSize) {
+			Frame f;
+			REQUIRE(wire::decode_header(std::span(buf).subspan(off).first<wire::kHeaderSize>(),
+						    f.h) == wire::Status::ok);
+			if (buf.size() - off - wire::kHeaderSize < f.h.length)
+				break;
+			auto *p = reinterpret_cast<const char *>(buf.data() + off + wire::kHeaderSize);
+			f.payload.assign(p, f.h.length);
+			out.push_back(std::move(f));
+			off += wire::kHeaderSize + f.h.length;
+		}
+		buf.erase(buf.begin(), buf.begin() + off);
+		return out;
+	}
+};
+
+struct App final : SessionApp {
+	SessionHandle *handle = nullptr;
+	std::string got;
+	bool fin = false, closed = false;
+	std::string reason;
+	void on_open(SessionHandle &h) override { handle = &h; }
+	void on_data(SessionHandle &, std::span<const std::byte> b) override
+	{
+		got.append(reinterpret_cast<const char *>(b.data()), b.size());
+	}
+	void on_fin(SessionHandle &) override { fin = true; }
+	void on_close(SessionHandle &, std::string_view why) override
+	{
+		closed = true;
+		reason = why;
+	}
+};
+
+struct Harness final : SessionHost {
+	ScriptedSource *source = nullptr;
+	std::unique_ptr<Agent> agent = ScriptedSource::agent(&source);
+	SessionConfig cfg;
+	ProxyStats stats;
+	std::unique_ptr<Session> session;
+	std::vector<FarEnd> far;
+	bool finished = false;
+
+	void session_finished(Session *) override { finished = true; }
+
+	// A join-side session whose count streams are socketpairs; pull: the
+	// zero-copy reader (as join.cpp sets it up for a target socket).
+	Harness(unsigned count, bool pull, std::size_t chunk = 1 << 20)
+	{
+		REQUIRE(agent);
+		cfg.chunk = chunk;
+		session = std::make_unique<Session>(*agent, cfg, *this, stats, 42, count);
+		for (unsigned i = 0; i < count; i++) {
+			int fds[2];
+			REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+			REQUIRE(set_nonblocking(fds[0]));
+			auto st = std::make_unique<Stream>(*agent, nullptr, fds[0], true, i);
+			st->pull = pull;
+			st->peer = "socketpair";
+			st->watch();
+			REQUIRE(session->add_stream(std::move(st), {}));
+			far.emplace_back().fd = fds[1];
+		}
+		REQUIRE(session->complete());
+	}
+	~Harness()
+	{
+		if (!session->closing())
+			session->abort(wire::ErrorCode::internal, "test over", false);
+		run_until([&] { return session->idle(); }, 1000);
+		session.reset();
+		for (auto &f : far)
+			close(f.fd);
+	}
+	// Events, completions and timers until done() or ms have passed.
+	void run_until(const std::function<bool()> &done, int ms = 3000)
+	{
+		auto end = Agent::Clock::now() + std::chrono::milliseconds(ms);
+		while (!done() && Agent::Clock::now() < end) {
+			for (auto &f : far)
+				f.flush();
+			source->deliver();
+			agent->ring().run_once(1);
+			agent->timers().advance(Agent::Clock::now());
+		}
+	}
+};
+
+std::string pattern(std::size_t n, unsigned salt)
+{
+	std::string s(n, '\0');
+	for (std::size_t i = 0; i < n; i++)
+		s[i] = static_cast<char>('a' + (i * 7 + salt) % 26);
+	return s;
+}
+
+// The highest cumulative ACK among frames.
+std::uint64_t last_ack(const std::vector<Frame> &frames)
+{
+	std::uint64_t n = 0;
+	for (auto &f : frames)
+		if (f.h.type == wire::Type::ack)
+			n = std::max(n, f.h.seq);
+	return n;
+}
+
+} // namespace
+
+TEST_CASE("frames from two streams reach the application in sequence, ACKed",
+	  "[session_io]")
+{
+	Harness t(2, false);
+	auto app = std::make_unique<App>();
+	App &a = *app;
+	t.session->start_app(std::move(app));
+	t.far[1].send(wire::Type::data, 1, "second;");
+	t.run_until([&] { return false; }, 50);
+	CHECK(a.got.empty()); // held: DATA 0 has not come
+	t.far[0].send(wire::Type::data, 0, "first;");
+	t.far[1].send(wire::Type::data, 0, "first;"); // a copy, as after a loss
+	t.far[0].send(wire::Type::fin, 2);
+	t.run_until([&] { return a.fin; });
+	CHECK(a.got == "first;second;");
+	CHECK(a.fin);
+	CHECK(t.stats.duplicates_dropped == 1);
+	// The final ACK goes on every stream: both ends see DATA 0 and 1 covered.
+	std::vector<Frame> f0, f1;
+	t.run_until([&] {
+		for (auto &f : t.far[0].frames())
+			f0.push_back(f);
+		for (auto &f : t.far[1].frames())
+			f1.push_back(f);
+		return last_ack(f0) == 2 && last_ack(f1) == 2;
+	});
+	CHECK(last_ack(f0) == 2);
+	CHECK(last_ack(f1) == 2);
+	CHECK(!a.closed);
+}
+
+TEST_CASE("the zero-copy receiver splices frames from parked streams in sequence",
+	  "[session_io]")
+{
+	Harness t(3, true);
+	sockaddr_in sa;
+	int l = test_support::loopback_listener(sa);
+	REQUIRE(set_nonblocking(l));
+	auto target = parse_address("127.0.0.1:" + std::to_string(ntohs(sa.sin_port)), nullptr);
+	REQUIRE(target);
+	t.session->start_target(*target);
+	int tfd = -1;
+	t.run_until([&] { return (tfd = accept4(l, nullptr, nullptr, SOCK_NONBLOCK)) >= 0; });
+	REQUIRE(tfd >= 0);
+	close(l);
+	std::string want;
+	// Each stream's frames go out in order, but the streams run apart:
+	// 2 and 1 arrive before 0, and 5 before 3 and 4.
+	std::vector<std::pair<unsigned, std::uint64_t>> order = {
+		{2, 2}, {1, 1}, {2, 5}, {0, 0}, {0, 3}, {1, 4}};
+	std::map<std::uint64_t, std::string> payload;
+	for (std::uint64_t s = 0; s < 6; s++) {
+		payload[s] = pattern(100000 + s * 1000, static_cast<unsigned>(s));
+		want += payload[s];
+	}
+	for (auto [stream, seq] : order)
+		t.far[stream].send(wire::Type::data, seq, payload[seq]);
+	t.far[1].send(wire::Type::data, 3, payload[3]); // a copy: dropped in its turn
+	std::string got;
+	t.run_until([&] {
+		char buf[65536];
+		ssize_t n;
+		while ((n = recv(tfd, buf, sizeof(buf), 0)) > 0)
+			got.append(buf, n);
+		return got.size() >= want.size();
+	});
+	CHECK(got.size() == want.size());
+	CHECK(got == want);
+	t.run_until([&] { return t.stats.duplicates_dropped == 1; }, 500);
+	CHECK(t.stats.duplicates_dropped == 1);
+	CHECK(!t.session->closing());
+	close(tfd);
+}
+
+TEST_CASE("a forged frame ends the session, tells the peer, and nothing after it is delivered",
+	  "[session_io]")
+{
+	Harness t(2, false);
+	auto app = std::make_unique<App>();
+	App &a = *app;
+	t.session->start_app(std::move(app));
+	t.far[0].send(wire::Type::data, 0, "good;");
+	t.far[1].send(wire::Type::data, 1u << 30, "far outside the window");
+	t.far[1].send(wire::Type::data, 1, "never;"); // behind the forged one
+	t.run_until([&] { return a.closed; });
+	CHECK(a.closed);
+	CHECK(a.reason.find("outside the window") != std::string::npos);
+	CHECK(a.got.find("never") == std::string::npos);
+	CHECK(t.stats.sessions_failed == 1);
+	// An ERROR frame goes to the peer, then the streams close.
+	bool error_seen = false;
+	t.run_until([&] {
+		for (auto &far : t.far)
+			for (auto &f : far.frames())
+				error_seen |= f.h.type == wire::Type::error;
+		return error_seen && t.far[0].eof && t.far[1].eof;
+	});
+	CHECK(error_seen);
+	CHECK(t.far[0].eof);
+	CHECK(t.far[1].eof);
+	t.run_until([&] { return t.finished; });
+	CHECK(t.finished);
+}
+
+TEST_CASE("an application's bytes are framed over the streams in sequence", "[session_io]")
+{
+	Harness t(2, false, 64 * 1024);
+	auto app = std::make_unique<App>();
+	App &a = *app;
+	t.session->start_app(std::move(app));
+	REQUIRE(a.handle);
+	std::string sent = pattern(40 * 64 * 1024 + 123, 3);
+	a.handle->send(std::as_bytes(std::span(sent)));
+	std::map<std::uint64_t, std::string> by_seq;
+	unsigned on[2] = {0, 0};
+	t.run_until([&] {
+		for (unsigned i = 0; i < 2; i++)
+			for (auto &f : t.far[i].frames())
+				if (f.h.type == wire::Type::data) {
+					CHECK(by_seq.count(f.h.seq) == 0);
+					by_seq[f.h.seq] = f.payload;
+					on[i]++;
+				}
+		return by_seq.size() == 41;
+	});
+	std::string got;
+	std::uint64_t next = 0;
+	for (auto &[seq, p] : by_seq) {
+		CHECK(seq == next++);
+		got += p;
+	}
+	CHECK(got == sent);
+	CHECK(on[0] > 0);
+	CHECK(on[1] > 0);
+}
+
+TEST_CASE("the frames a lost stream carried are sent again on the other, once",
+	  "[session_io]")
+{
+	Harness t(2, false, 64 * 1024);
+	auto app = std::make_unique<App>();
+	App &a = *app;
+	t.session->start_app(std::move(app));
+	std::string sent = pattern(20 * 64 * 1024, 5);
+	a.handle->send(std::as_bytes(std::span(sent)));
+	std::map<std::uint64_t, std::string> by_seq;
+	std::map<std::uint64_t, unsigned> copies, first_on;
+	auto collect = [&](unsigned i) {
+		for (auto &f : t.far[i].frames())
+			if (f.h.type == wire::Type::data) {
+				if (!copies[f.h.seq]++)
+					first_on[f.h.seq] = i;
+				CHECK((by_seq.count(f.h.seq) == 0 || by_seq[f.h.seq] == f.payload));
+				by_seq[f.h.seq] = f.payload;
+			}
+	};
+	t.run_until([&] {
+		collect(0);
+		collect(1);
+		return by_seq.size() == 20;
+	});
+	REQUIRE(by_seq.size() == 20);
+	// The first 5 are acknowledged; then stream 1 ends without a FIN.
+	t.far[0].send(wire::Type::ack, 5);
+	t.run_until([&] { return false; }, 50);
+	unsigned owed = 0; // stream 1's frames the ACK did not cover
+	for (auto &[seq, i] : first_on)
+		owed += i == 1 && seq >= 5;
+	REQUIRE(owed > 0);
+	close(t.far[1].fd);
+	t.far[1].fd = socket(AF_UNIX, SOCK_STREAM, 0); // for the harness to close
+	t.run_until([&] {
+		collect(0);
+		return t.stats.streams_lost == 1 && t.stats.frames_resent >= owed;
+	});
+	t.run_until([&] {
+		collect(0);
+		return false;
+	}, 100);
+	CHECK(t.stats.streams_lost == 1);
+	CHECK(t.stats.frames_resent == owed);
+	for (auto &[seq, n] : copies)
+		CHECK(n == (first_on[seq] == 1 && seq >= 5 ? 2u : 1u));
+	std::string got;
+	for (auto &[seq, p] : by_seq)
+		got += p;
+	CHECK(got == sent);
+	CHECK(!t.session->closing()); // it waits for a replacement
+	CHECK(!a.closed);
+}
