@@ -146,6 +146,14 @@ struct Harness final : SessionHost {
 		for (auto &f : far)
 			close(f.fd);
 	}
+	// The plain end is an application (the copy path); the session owns it.
+	App &start_app()
+	{
+		auto app = std::make_unique<App>();
+		App &a = *app;
+		session->start_app(std::move(app));
+		return a;
+	}
 	// Events, completions and timers until done() or ms have passed.
 	void run_until(const std::function<bool()> &done, int ms = 3000)
 	{
@@ -184,9 +192,7 @@ TEST_CASE("frames from two streams reach the application in sequence, ACKed",
 	  "[session_io]")
 {
 	Harness t(2, false);
-	auto app = std::make_unique<App>();
-	App &a = *app;
-	t.session->start_app(std::move(app));
+	App &a = t.start_app();
 	t.far[1].send(wire::Type::data, 1, "second;");
 	t.run_until([&] { return false; }, 50);
 	CHECK(a.got.empty()); // held: DATA 0 has not come
@@ -258,9 +264,7 @@ TEST_CASE("a forged frame ends the session, tells the peer, and nothing after it
 	  "[session_io]")
 {
 	Harness t(2, false);
-	auto app = std::make_unique<App>();
-	App &a = *app;
-	t.session->start_app(std::move(app));
+	App &a = t.start_app();
 	t.far[0].send(wire::Type::data, 0, "good;");
 	t.far[1].send(wire::Type::data, 1u << 30, "far outside the window");
 	t.far[1].send(wire::Type::data, 1, "never;"); // behind the forged one
@@ -287,9 +291,7 @@ TEST_CASE("a forged frame ends the session, tells the peer, and nothing after it
 TEST_CASE("an application's bytes are framed over the streams in sequence", "[session_io]")
 {
 	Harness t(2, false, 64 * 1024);
-	auto app = std::make_unique<App>();
-	App &a = *app;
-	t.session->start_app(std::move(app));
+	App &a = t.start_app();
 	REQUIRE(a.handle);
 	std::string sent = pattern(40 * 64 * 1024 + 123, 3);
 	a.handle->send(std::as_bytes(std::span(sent)));
@@ -320,9 +322,7 @@ TEST_CASE("the frames a lost stream carried are sent again on the other, once",
 	  "[session_io]")
 {
 	Harness t(2, false, 64 * 1024);
-	auto app = std::make_unique<App>();
-	App &a = *app;
-	t.session->start_app(std::move(app));
+	App &a = t.start_app();
 	std::string sent = pattern(20 * 64 * 1024, 5);
 	a.handle->send(std::as_bytes(std::span(sent)));
 	std::map<std::uint64_t, std::string> by_seq;
