@@ -7,6 +7,7 @@
 // sent, a forged frame ending the session. Sender: an application's bytes
 // framed over the streams, and the frames of a lost stream sent again on
 // the others.
+#include "../../libagent/src/pipe.hpp"
 #include "../../libagent/src/session.hpp"
 
 #include "agent/net.hpp"
@@ -18,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -51,6 +53,13 @@ struct FarEnd {
 		for (char c : payload)
 			out.push_back(std::byte(c));
 		flush();
+	}
+	// The stripe side closes this stream (no FIN frame).
+	void close_now()
+	{
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
 	}
 	void flush()
 	{
@@ -144,7 +153,7 @@ struct Harness final : SessionHost {
 		run_until([&] { return session->idle(); }, 1000);
 		session.reset();
 		for (auto &f : far)
-			close(f.fd);
+			f.close_now();
 	}
 	// The plain end is an application (the copy path); the session owns it.
 	App &start_app()
@@ -174,6 +183,12 @@ std::string pattern(std::size_t n, unsigned salt)
 	for (std::size_t i = 0; i < n; i++)
 		s[i] = static_cast<char>('a' + (i * 7 + salt) % 26);
 	return s;
+}
+
+std::size_t open_fds()
+{
+	std::filesystem::directory_iterator dir("/proc/self/fd");
+	return static_cast<std::size_t>(std::distance(begin(dir), end(dir)));
 }
 
 // The highest cumulative ACK among frames.
@@ -263,29 +278,34 @@ TEST_CASE("the zero-copy receiver splices frames from parked streams in sequence
 TEST_CASE("a forged frame ends the session, tells the peer, and nothing after it is delivered",
 	  "[session_io]")
 {
-	Harness t(2, false);
-	App &a = t.start_app();
-	t.far[0].send(wire::Type::data, 0, "good;");
-	t.far[1].send(wire::Type::data, 1u << 30, "far outside the window");
-	t.far[1].send(wire::Type::data, 1, "never;"); // behind the forged one
-	t.run_until([&] { return a.closed; });
+	Pipe::prepare(); // its /dev/null is the process's, opened once, not the session's
+	std::size_t fds_before = open_fds();
+	auto t = std::make_unique<Harness>(2, false);
+	App &a = t->start_app();
+	t->far[0].send(wire::Type::data, 0, "good;");
+	t->far[1].send(wire::Type::data, 1u << 30, "far outside the window");
+	t->far[1].send(wire::Type::data, 1, "never;"); // behind the forged one
+	t->run_until([&] { return a.closed; });
 	CHECK(a.closed);
 	CHECK(a.reason.find("outside the window") != std::string::npos);
 	CHECK(a.got.find("never") == std::string::npos);
-	CHECK(t.stats.sessions_failed == 1);
+	CHECK(t->stats.sessions_failed == 1);
 	// An ERROR frame goes to the peer, then the streams close.
 	bool error_seen = false;
-	t.run_until([&] {
-		for (auto &far : t.far)
+	t->run_until([&] {
+		for (auto &far : t->far)
 			for (auto &f : far.frames())
 				error_seen |= f.h.type == wire::Type::error;
-		return error_seen && t.far[0].eof && t.far[1].eof;
+		return error_seen && t->far[0].eof && t->far[1].eof;
 	});
 	CHECK(error_seen);
-	CHECK(t.far[0].eof);
-	CHECK(t.far[1].eof);
-	t.run_until([&] { return t.finished; });
-	CHECK(t.finished);
+	CHECK(t->far[0].eof);
+	CHECK(t->far[1].eof);
+	t->run_until([&] { return t->finished; });
+	CHECK(t->finished);
+	// The session, its streams and the agent give back every descriptor.
+	t.reset();
+	CHECK(open_fds() == fds_before);
 }
 
 TEST_CASE("an application's bytes are framed over the streams in sequence", "[session_io]")
@@ -349,8 +369,7 @@ TEST_CASE("the frames a lost stream carried are sent again on the other, once",
 	for (auto &[seq, i] : first_on)
 		owed += i == 1 && seq >= 5;
 	REQUIRE(owed > 0);
-	close(t.far[1].fd);
-	t.far[1].fd = socket(AF_UNIX, SOCK_STREAM, 0); // for the harness to close
+	t.far[1].close_now();
 	t.run_until([&] {
 		collect(0);
 		return t.stats.streams_lost == 1 && t.stats.frames_resent >= owed;
