@@ -14,7 +14,7 @@ namespace agent {
 namespace {
 
 // Enough for the pipes in use at once by a busy thread (a session's
-// retention holds up to Retention::kMaxPipes); more are closed.
+// retention holds up to Retention::kMaxStores); more are closed.
 constexpr std::size_t kPoolCap = 32;
 thread_local std::vector<Pipe> g_pipes;
 // The largest pipe the kernel has made this thread: past the system's
@@ -145,18 +145,22 @@ ssize_t Pipe::tee_to(Pipe &dst) const
 	return filling(dst.bytes_, [&] { return tee(rd_, dst.wr_, bytes_, SPLICE_F_NONBLOCK); });
 }
 
-bool Pipe::discard()
+bool Pipe::discard() { return drop(bytes_); }
+
+bool Pipe::drop(std::size_t n)
 {
 	int fd = null_fd();
-	while (bytes_ > 0 && fd >= 0) {
-		ssize_t r = ::splice(rd_, nullptr, fd, nullptr, bytes_, SPLICE_F_NONBLOCK);
+	n = std::min(n, bytes_);
+	while (n > 0 && fd >= 0) {
+		ssize_t r = ::splice(rd_, nullptr, fd, nullptr, n, SPLICE_F_NONBLOCK);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			return false;
 		bytes_ -= std::min<std::size_t>(bytes_, r);
+		n -= std::min<std::size_t>(n, r);
 	}
-	return bytes_ == 0;
+	return n == 0;
 }
 
 ssize_t Pipe::read_into(void *data, std::size_t n)

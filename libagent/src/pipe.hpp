@@ -53,6 +53,9 @@ public:
 	// go, nothing is copied), so that release() can pool it. False if
 	// some remain.
 	bool discard();
+	// Drops the first n bytes (all there are if fewer) the same way: false
+	// if it could not.
+	bool drop(std::size_t n);
 	// Reads up to n of the pipe's bytes into memory: bytes read or -errno.
 	ssize_t read_into(void *data, std::size_t n);
 

@@ -17,27 +17,67 @@ void Retention::keep_copy(std::uint64_t seq, unsigned stream, Clock::time_point 
 			  std::span<const std::byte> payload)
 {
 	push(Frame{seq, payload.size(), stream, now, 0,
-		   std::vector<std::byte>(payload.begin(), payload.end()), Pipe()});
+		   std::vector<std::byte>(payload.begin(), payload.end()), 0});
 }
 
 bool Retention::keep_tee(std::uint64_t seq, unsigned stream, Clock::time_point now,
 			 const Pipe &pipe)
 {
-	if (pipe.bytes() < kMinTee || pipes_ >= kMaxPipes)
+	if (pipe.bytes() == 0)
 		return false;
-	// As large as the one it copies: once acknowledged, it is pooled, and
-	// serves the next chunk read from the plain end.
-	Pipe dup = Pipe::acquire(std::max(pipe.bytes(), pipe.capacity()));
-	if (!dup.valid())
-		return false;
-	if (pipe.tee_to(dup) != static_cast<ssize_t>(pipe.bytes())) {
-		// A short tee cannot be completed (a second one would start
-		// over at the first byte): the duplicate is no use.
-		return false;
+	Store *s = stores_.empty() ? nullptr : &stores_.back();
+	if (!s || s->state != StoreState::filling || !append(*s, pipe)) {
+		if (stores_.size() >= kMaxStores)
+			return false;
+		Pipe p = Pipe::acquire(std::max(pipe.capacity(), kStoreSize));
+		if (!p.valid())
+			return false;
+		stores_.push_back(Store{next_store_++, std::move(p)});
+		s = &stores_.back();
+		// As many slots as the pipe it copies, when empty: short only
+		// where the system made the new pipe smaller.
+		if (!append(*s, pipe)) {
+			drop_store(s->id);
+			return false;
+		}
 	}
-	push(Frame{seq, pipe.bytes(), stream, now, 0, {}, std::move(dup)});
-	pipes_++;
+	s->frames++;
+	push(Frame{seq, pipe.bytes(), stream, now, 0, {}, s->id});
 	return true;
+}
+
+// Duplicates pipe's bytes at the end of s, whole or not at all as far as
+// its frames go: a short tee seals s.
+bool Retention::append(Store &s, const Pipe &pipe)
+{
+	ssize_t n = pipe.tee_to(s.pipe);
+	if (n == static_cast<ssize_t>(pipe.bytes()))
+		return true;
+	// A second tee would start over at the pipe's first byte: what this
+	// one duplicated stays behind the store's frames, and s takes no more.
+	s.state = StoreState::sealed;
+	return false;
+}
+
+Retention::Store *Retention::store(std::uint32_t id)
+{
+	for (Store &s : stores_)
+		if (s.id == id)
+			return &s;
+	return nullptr;
+}
+
+// Emptied into /dev/null and pooled: cheaper than closing the pipe and
+// making a new one (and setting its size) for the next store.
+void Retention::drop_store(std::uint32_t id)
+{
+	for (auto it = stores_.begin(); it != stores_.end(); ++it)
+		if (it->id == id) {
+			if (it->pipe.valid() && it->pipe.discard())
+				Pipe::release(std::move(it->pipe));
+			stores_.erase(it);
+			return;
+		}
 }
 
 std::size_t Retention::ack(std::uint64_t n)
@@ -49,11 +89,13 @@ std::size_t Retention::ack(std::uint64_t n)
 	while (!frames_.empty() && frames_.front().seq < n) {
 		Frame &f = frames_.front();
 		bytes_ -= f.length;
-		pipes_ -= f.pipe.valid();
-		// Emptied into /dev/null and pooled: cheaper than closing it and
-		// making a new pipe (and setting its size) for the next frame.
-		if (f.pipe.valid() && f.pipe.discard())
-			Pipe::release(std::move(f.pipe));
+		// Frames leave in seq order, so f's payload heads its store.
+		if (Store *s = f.store ? store(f.store) : nullptr) {
+			if (s->state != StoreState::broken && !s->pipe.drop(f.length))
+				s->state = StoreState::broken;
+			if (--s->frames == 0)
+				drop_store(s->id);
+		}
 		frames_.pop_front();
 		released++;
 	}
@@ -85,16 +127,25 @@ std::vector<std::uint64_t> Retention::carried_by(unsigned stream) const
 
 bool Retention::materialize(Frame &f)
 {
-	if (!f.pipe.valid())
+	if (!f.store)
 		return true;
-	std::vector<std::byte> out(f.length);
-	ssize_t n = f.pipe.read_into(out.data(), out.size());
-	f.pipe = Pipe();
-	pipes_--;
-	if (n != static_cast<ssize_t>(f.length))
-		return false;
-	f.bytes = std::move(out);
-	return true;
+	const std::uint32_t id = f.store; // f is one of the frames cleared below
+	Store *s = store(id);
+	bool whole = s && s->state != StoreState::broken;
+	// The store's frames, in seq order, are its pipe's bytes from the first.
+	for (Frame &g : frames_) {
+		if (g.store != id)
+			continue;
+		g.store = 0;
+		if (!whole)
+			continue;
+		g.bytes.resize(g.length);
+		whole = s->pipe.read_into(g.bytes.data(), g.length) ==
+			static_cast<ssize_t>(g.length);
+	}
+	if (s)
+		drop_store(id);
+	return whole;
 }
 
 } // namespace agent
