@@ -62,14 +62,14 @@ StreamReader::Pulled Session::plain_pull()
 				plain_read_ended(static_cast<int>(n));
 			break;
 		}
-		// Asked only with bytes in hand and a choice to make: a turn
-		// ends with a read that finds nothing.
-		std::size_t queued[wire::kMaxStreams];
-		for (unsigned i = 0; i < count_; i++)
-			queued[i] = !sendable(i) ? SIZE_MAX
-				    : open > 1   ? unsent_bytes(streams_[i]->conn.fd())
-						 : 0;
-		std::size_t pick = sched_.pick({queued, count_});
+		// Asked only with bytes in hand and a choice to make (a turn
+		// ends with a read that finds nothing), and only until a stream
+		// with nothing unsent turns up: one ioctl per small message.
+		std::size_t pick = sched_.pick(count_, [&](std::size_t i) -> std::size_t {
+			if (!sendable(i))
+				return SIZE_MAX;
+			return open > 1 ? unsent_bytes(streams_[i]->conn.fd()) : 0;
+		});
 		r.bytes += n;
 		stats_.bytes_in += n;
 		progress();

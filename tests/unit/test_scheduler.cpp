@@ -56,3 +56,32 @@ TEST_CASE("scheduler with one stream always picks it", "[scheduler]")
 	for (int i = 0; i < 5; i++)
 		CHECK(s.pick(q) == 0);
 }
+
+TEST_CASE("scheduler asks no further than the first stream with nothing queued",
+	  "[scheduler]")
+{
+	Scheduler s;
+	std::vector<std::size_t> q{0, 0, 0, 0};
+	std::vector<int> asked(4, 0);
+	auto queued_of = [&](std::size_t i) {
+		asked[i]++;
+		return q[i];
+	};
+	// All empty: one ask per pick, turn by turn.
+	for (int i = 0; i < 8; i++)
+		s.pick(4, queued_of);
+	CHECK(asked == std::vector<int>{2, 2, 2, 2});
+
+	// Busy streams are all asked, and the pick is the span version's.
+	q = {500, 700, 300, 900};
+	Scheduler a, b;
+	asked.assign(4, 0);
+	CHECK(a.pick(4, queued_of) == b.pick(q));
+	CHECK(asked == std::vector<int>{1, 1, 1, 1});
+	q = {500, 0, 300, 0};
+	asked.assign(4, 0);
+	// After 2, 3 comes first, has nothing queued, and is the only one asked.
+	CHECK(a.pick(4, queued_of) == 3);
+	CHECK(asked == std::vector<int>{0, 0, 0, 1});
+	CHECK(b.pick(q) == 3);
+}
