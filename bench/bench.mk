@@ -13,6 +13,8 @@ BENCH_RELAY := $(BUILD)/bench_relay
 BENCH_PINGPONG := $(BUILD)/bench_pingpong
 BENCH_DELAYLINE := $(BUILD)/bench_delayline
 BENCH_CHATTER := $(BUILD)/bench_chatter
+# tests/path/run.py builds its path with the bench's delay line.
+CHECK_EXTRA += $(BENCH_DELAYLINE)
 BENCH_PY    ?= /usr/bin/python3
 BENCH_ARGS  ?=
 
