@@ -195,6 +195,9 @@ public:
 private:
 	// The zero-copy path (session_pull.cpp).
 	Pulled plain_pull();
+	ssize_t read_plain(std::byte *into, std::size_t n);
+	unsigned pick_stream(unsigned open);
+	void send_copied(unsigned pick, std::span<const std::byte> bytes);
 	bool pull_frame(Stream &st, Pulled &r);
 	std::string head_error(const Stream &st, const wire::Header &h) const;
 	bool splice_data(Stream &st, const wire::Header &h, Pulled &r);

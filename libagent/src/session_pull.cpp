@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // A session's zero-copy path. The plain socket's bytes are spliced into a
 // pipe, a frame header is sent, and the pipe is spliced into the stream the
-// scheduler picks. Streams are read a frame at a time: the header with a
+// scheduler picks (a small message, read into memory first, goes copied). Streams are read a frame at a time: the header with a
 // 16-byte recv, then the DATA payload spliced into a pipe and on into the
 // plain socket. Frames are not reordered in memory: a stream whose next
 // DATA frame is not the next in sequence is simply not read (parked) until
@@ -24,6 +24,8 @@ namespace {
 
 // Bytes one turn of a reader moves before letting other sockets go first.
 constexpr std::size_t kTurnBudget = 1 << 20;
+// What a turn on the plain socket reads into memory first (plain_pull).
+constexpr std::size_t kFirstRead = 4096;
 
 
 } // namespace
@@ -48,29 +50,54 @@ StreamReader::Pulled Session::plain_pull()
 			update_plain_pause();
 			break;
 		}
+		// A turn starts with a read into memory. Most of what a
+		// request/response peer sends fits: it goes out copied, with
+		// its header, in one send the ring issues with its next wait
+		// (one system call where splicing takes five). A full read
+		// means more is waiting: its bytes lead a spliced frame.
+		std::byte first[kFirstRead];
+		const std::size_t size = frame_size();
+		ssize_t got = 0;
+		if (r.bytes == 0) {
+			std::size_t want = std::min(sizeof first, size);
+			got = read_plain(first, want);
+			if (got <= 0)
+				break;
+			if (got < static_cast<ssize_t>(want)) {
+				r.bytes += got;
+				send_copied(pick_stream(open), {first, static_cast<std::size_t>(got)});
+				continue;
+			}
+		}
 		Pipe pipe;
-		if (!take_pipe(pipe, cfg_.chunk))
-			break;
-		ssize_t n = pipe.fill_from(plain_->fd(), frame_size());
-		// With our side still open, only a reset leaves the socket
-		// CLOSE at end of stream.
-		if (n == 0 && !plain_->write_shut() && was_reset(plain_->fd()))
-			n = -ECONNRESET;
-		if (n <= 0) {
-			Pipe::release(std::move(pipe));
-			if (n != -EAGAIN)
-				plain_read_ended(static_cast<int>(n));
+		if (!take_pipe(pipe, cfg_.chunk)) {
+			if (got > 0) // the stream choice is made: this much goes copied
+				send_copied(pick_stream(open), {first, static_cast<std::size_t>(got)});
 			break;
 		}
-		// Asked only with bytes in hand and a choice to make (a turn
-		// ends with a read that finds nothing), and only until a stream
-		// with nothing unsent turns up: one ioctl per small message.
-		std::size_t pick = sched_.pick(count_, [&](std::size_t i) -> std::size_t {
-			if (!sendable(i))
-				return SIZE_MAX;
-			return open > 1 ? unsent_bytes(streams_[i]->conn.fd()) : 0;
-		});
+		ssize_t n = got;
+		if (got > 0 && pipe.fill_copy(first, got) != got) {
+			Pipe::release(std::move(pipe));
+			abort(wire::ErrorCode::internal, "cannot copy a read into a pipe");
+			break;
+		}
+		ssize_t more = static_cast<std::size_t>(got) < size
+				       ? pipe.fill_from(plain_->fd(), size - got)
+				       : -EAGAIN; // a whole frame read already
+		// With our side still open, only a reset leaves the socket
+		// CLOSE at end of stream.
+		if (more == 0 && !plain_->write_shut() && was_reset(plain_->fd()))
+			more = -ECONNRESET;
+		if (more > 0)
+			n += more;
+		if (n <= 0) {
+			Pipe::release(std::move(pipe));
+			if (more != -EAGAIN)
+				plain_read_ended(static_cast<int>(more));
+			break;
+		}
 		r.bytes += n;
+		unsigned pick = pick_stream(open);
 		stats_.bytes_in += n;
 		progress();
 		std::byte hdr[wire::kHeaderSize];
@@ -95,8 +122,63 @@ StreamReader::Pulled Session::plain_pull()
 			keep_sent(pick, h.seq, bytes);
 		}
 		stats_.frames_sent++;
+		if (more <= 0 && more != -EAGAIN) {
+			// The end of the stream (or an error) behind the bytes
+			// just framed.
+			plain_read_ended(static_cast<int>(more));
+			break;
+		}
 	}
 	return r;
+}
+
+// Reads up to n of the plain socket's bytes into memory: the bytes read, or
+// 0 when nothing is there now or the reading has ended (plain_read_ended()).
+ssize_t Session::read_plain(std::byte *into, std::size_t n)
+{
+	ssize_t got;
+	do
+		got = ::recv(plain_->fd(), into, n, MSG_DONTWAIT);
+	while (got < 0 && errno == EINTR);
+	if (got > 0)
+		return got;
+	int err = got < 0 ? -errno : 0;
+	// With our side still open, only a reset leaves the socket CLOSE at
+	// end of stream.
+	if (err == 0 && !plain_->write_shut() && was_reset(plain_->fd()))
+		err = -ECONNRESET;
+	if (err != -EAGAIN)
+		plain_read_ended(err);
+	return 0;
+}
+
+// The stream the next DATA frame goes on, among the open sendable ones.
+unsigned Session::pick_stream(unsigned open)
+{
+	// Asked only with bytes in hand and a choice to make (a turn ends
+	// with a read that finds nothing), and only until a stream with
+	// nothing unsent turns up: one ioctl per small message.
+	return static_cast<unsigned>(sched_.pick(count_, [&](std::size_t i) -> std::size_t {
+		if (!sendable(i))
+			return SIZE_MAX;
+		return open > 1 ? unsent_bytes(streams_[i]->conn.fd()) : 0;
+	}));
+}
+
+// DATA of bytes, the plain end's next, on stream pick: copied, and kept so.
+void Session::send_copied(unsigned pick, std::span<const std::byte> bytes)
+{
+	stats_.bytes_in += bytes.size();
+	progress();
+	std::byte hdr[wire::kHeaderSize];
+	wire::Header h;
+	h.type = wire::Type::data;
+	h.length = static_cast<std::uint32_t>(bytes.size());
+	h.seq = tx_.take_seq();
+	wire::encode_header(h, hdr);
+	streams_[pick]->conn.send(hdr, bytes);
+	keep_sent(pick, h.seq, bytes);
+	stats_.frames_sent++;
 }
 
 // ---- streams -> plain socket ------------------------------------------------
