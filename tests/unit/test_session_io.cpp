@@ -275,6 +275,64 @@ TEST_CASE("the zero-copy receiver splices frames from parked streams in sequence
 	close(tfd);
 }
 
+TEST_CASE("a target's small message goes as one frame, a burst after it in sequence",
+	  "[session_io]")
+{
+	Harness t(2, true);
+	sockaddr_in sa;
+	int l = test_support::loopback_listener(sa);
+	REQUIRE(set_nonblocking(l));
+	auto target = parse_address("127.0.0.1:" + std::to_string(ntohs(sa.sin_port)), nullptr);
+	REQUIRE(target);
+	t.session->start_target(*target);
+	int tfd = -1;
+	t.run_until([&] { return (tfd = accept4(l, nullptr, nullptr, SOCK_NONBLOCK)) >= 0; });
+	REQUIRE(tfd >= 0);
+	close(l);
+	std::map<std::uint64_t, std::string> data; // DATA seq -> payload, from both streams
+	auto collect = [&] {
+		for (auto &f : t.far)
+			for (auto &fr : f.frames())
+				if (fr.h.type == wire::Type::data) {
+					CHECK(data.count(fr.h.seq) == 0);
+					data[fr.h.seq] = fr.payload;
+				}
+	};
+	// A 64-byte answer: read into memory whole, one frame (copied).
+	const std::string small = pattern(64, 3);
+	REQUIRE(::send(tfd, small.data(), small.size(), 0) == 64);
+	t.run_until([&] {
+		collect();
+		return !data.empty();
+	});
+	REQUIRE(data.size() == 1);
+	CHECK(data.begin()->first == 0);
+	CHECK(data.begin()->second == small);
+
+	// A burst larger than the first read: its frames follow in sequence.
+	const std::string burst = pattern(300000, 5);
+	std::size_t off = 0;
+	std::string got;
+	t.run_until([&] {
+		if (off < burst.size()) {
+			ssize_t n = ::send(tfd, burst.data() + off, burst.size() - off, MSG_DONTWAIT);
+			off += n > 0 ? static_cast<std::size_t>(n) : 0;
+		}
+		collect();
+		got.clear();
+		std::uint64_t next = 1;
+		for (auto it = data.find(1); it != data.end() && it->first == next; ++it, ++next)
+			got += it->second;
+		return got.size() >= burst.size();
+	});
+	CHECK(got == burst);
+	CHECK(data.rbegin()->first == data.size() - 1); // seqs 0..n-1, none twice
+	CHECK(t.stats.bytes_in == small.size() + burst.size());
+	CHECK(t.stats.frames_resent == 0);
+	CHECK(!t.session->closing());
+	close(tfd);
+}
+
 TEST_CASE("a forged frame ends the session, tells the peer, and nothing after it is delivered",
 	  "[session_io]")
 {
