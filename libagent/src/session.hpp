@@ -202,6 +202,7 @@ private:
 	std::string head_error(const Stream &st, const wire::Header &h) const;
 	bool splice_data(Stream &st, const wire::Header &h, Pulled &r);
 	void pull_failed(Stream &st, ssize_t res, bool inside_frame);
+	void unpark_due();
 	void data_done(Stream &st, std::uint64_t seq);
 	bool take_pipe(Pipe &pipe, std::size_t capacity);
 	void on_pipe_retry();

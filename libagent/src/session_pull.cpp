@@ -24,8 +24,10 @@ namespace {
 
 // Bytes one turn of a reader moves before letting other sockets go first.
 constexpr std::size_t kTurnBudget = 1 << 20;
-// What a turn on the plain socket reads into memory first (plain_pull).
+// What a turn on the plain socket reads into memory first (plain_pull), and
+// the largest DATA a stream's reader takes into memory, not spliced.
 constexpr std::size_t kFirstRead = 4096;
+constexpr std::size_t kSmallFrame = kFirstRead;
 
 
 } // namespace
@@ -246,9 +248,14 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 		watch_rx_stuck();
 		return false;
 	}
-	if (h.type == wire::Type::data && splice_ && h.seq == rx_.next())
+	// A small frame is cheaper read into memory and sent on copied (with
+	// the ring's next wait) than spliced through a pipe: a system call
+	// and a pipe less. None of it is ever spliced, so it has no part
+	// delivered by a lost stream to skip (rx_partial_).
+	if (h.type == wire::Type::data && splice_ && h.seq == rx_.next() &&
+	    h.length > kSmallFrame)
 		return splice_data(st, h, r);
-	// Control frames, and DATA for an application: into memory.
+	// Control frames, small DATA, and DATA for an application: into memory.
 	std::size_t before = in.payload_left();
 	ssize_t n = in.read_payload();
 	r.bytes += before - in.payload_left();
@@ -264,9 +271,12 @@ bool Session::pull_frame(Stream &st, Pulled &r)
 		return false;
 	}
 	std::vector<std::byte> payload = in.take_payload();
+	const std::uint64_t next = rx_.next();
 	bool more = handle_frame(st, h, payload);
 	if (more && h.type == wire::Type::data)
 		drain_reorder();
+	if (splice_ && rx_.next() != next)
+		unpark_due(); // as data_done() after a spliced frame
 	return more && !closing() && (attached(st) || is_rejoining(st));
 }
 
@@ -372,8 +382,14 @@ void Session::data_done(Stream &st, std::uint64_t seq)
 	rx_.reorder().advance();
 	spilling_ = false;
 	note_data(st, seq);
-	// The next frame's stream goes on, and so does one whose head is a
-	// copy of a frame delivered now (it is dropped).
+	unpark_due();
+	drain_reorder(); // nothing is held; it notices the FIN
+}
+
+// The next frame's stream goes on, and so does one whose head is a copy of
+// a frame delivered (it is dropped).
+void Session::unpark_due()
+{
 	for (auto &sp : streams_) {
 		if (!sp)
 			continue;
@@ -383,7 +399,6 @@ void Session::data_done(Stream &st, std::uint64_t seq)
 			apply_pause(o);
 		}
 	}
-	drain_reorder(); // nothing is held; it notices the FIN
 }
 
 // A pipe for bytes on their way. Out of descriptors (other sessions, or a
