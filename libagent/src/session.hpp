@@ -306,6 +306,7 @@ private:
 	// Zero-copy: the plain socket's bytes are spliced, not copied; its
 	// streams are read a frame at a time (pull mode).
 	bool splice_ = false;
+	bool plain_bulk_ = false; // plain_pull's last turn moved kBulkTurn or more
 
 	// plain -> streams: seqs, FIN, retention, resends (Sender), and the
 	// stream each frame goes on (sched_, least_queued())

@@ -28,6 +28,9 @@ constexpr std::size_t kTurnBudget = 1 << 20;
 // the largest DATA a stream's reader takes into memory, not spliced.
 constexpr std::size_t kFirstRead = 4096;
 constexpr std::size_t kSmallFrame = kFirstRead;
+// A turn on the plain socket that moves this much makes the next one skip
+// the read into memory.
+constexpr std::size_t kBulkTurn = 64 * 1024;
 
 
 } // namespace
@@ -52,15 +55,17 @@ StreamReader::Pulled Session::plain_pull()
 			update_plain_pause();
 			break;
 		}
-		// A turn starts with a read into memory. Most of what a
-		// request/response peer sends fits: it goes out copied, with
-		// its header, in one send the ring issues with its next wait
-		// (one system call where splicing takes five). A full read
-		// means more is waiting: its bytes lead a spliced frame.
+		// After a turn that moved little, a turn starts with a read
+		// into memory. Most of what a request/response peer sends
+		// fits: it goes out copied, with its header, in one send the
+		// ring issues with its next wait (one system call where
+		// splicing takes five). A full read means more is waiting: its
+		// bytes lead a spliced frame. Bulk turns skip it (a copy and
+		// two system calls more per turn).
 		std::byte first[kFirstRead];
 		const std::size_t size = frame_size();
 		ssize_t got = 0;
-		if (r.bytes == 0) {
+		if (r.bytes == 0 && !plain_bulk_) {
 			std::size_t want = std::min(sizeof first, size);
 			got = read_plain(first, want);
 			if (got <= 0)
@@ -131,6 +136,7 @@ StreamReader::Pulled Session::plain_pull()
 			break;
 		}
 	}
+	plain_bulk_ = r.bytes >= kBulkTurn;
 	return r;
 }
 
