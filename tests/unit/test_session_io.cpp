@@ -257,34 +257,47 @@ TEST_CASE("frames from two streams reach the application in sequence, ACKed",
 	CHECK(!a.closed);
 }
 
+namespace {
+
+using Order = std::vector<std::pair<unsigned, std::uint64_t>>; // (stream, DATA seq)
+
+// Sends DATA seq 0..n-1 (sizes[seq] bytes each) on the streams order says,
+// in that order, then a copy of one of them; checks that the target gets
+// each once, in sequence, and the copy is dropped.
+void check_in_sequence(Harness &t, int tfd, const std::vector<std::size_t> &sizes,
+		       const Order &order, std::pair<unsigned, std::uint64_t> copy)
+{
+	std::map<std::uint64_t, std::string> payload;
+	std::string want;
+	for (std::uint64_t s = 0; s < sizes.size(); s++) {
+		payload[s] = pattern(sizes[s], static_cast<unsigned>(s));
+		want += payload[s];
+	}
+	for (auto [stream, seq] : order)
+		t.far[stream].send(wire::Type::data, seq, payload[seq]);
+	t.far[copy.first].send(wire::Type::data, copy.second, payload[copy.second]);
+	std::string got;
+	t.run_until([&] {
+		Harness::take(tfd, got);
+		return got.size() >= want.size() && t.stats.duplicates_dropped == 1;
+	});
+	CHECK(got.size() == want.size());
+	CHECK(got == want);
+	CHECK(t.stats.duplicates_dropped == 1);
+	CHECK(!t.session->closing());
+}
+
+} // namespace
+
 TEST_CASE("the zero-copy receiver splices frames from parked streams in sequence",
 	  "[session_io]")
 {
 	Harness t(3, true);
 	int tfd = t.start_target();
-	std::string want;
 	// Each stream's frames go out in order, but the streams run apart:
 	// 2 and 1 arrive before 0, and 5 before 3 and 4.
-	std::vector<std::pair<unsigned, std::uint64_t>> order = {
-		{2, 2}, {1, 1}, {2, 5}, {0, 0}, {0, 3}, {1, 4}};
-	std::map<std::uint64_t, std::string> payload;
-	for (std::uint64_t s = 0; s < 6; s++) {
-		payload[s] = pattern(100000 + s * 1000, static_cast<unsigned>(s));
-		want += payload[s];
-	}
-	for (auto [stream, seq] : order)
-		t.far[stream].send(wire::Type::data, seq, payload[seq]);
-	t.far[1].send(wire::Type::data, 3, payload[3]); // a copy: dropped in its turn
-	std::string got;
-	t.run_until([&] {
-		Harness::take(tfd, got);
-		return got.size() >= want.size();
-	});
-	CHECK(got.size() == want.size());
-	CHECK(got == want);
-	t.run_until([&] { return t.stats.duplicates_dropped == 1; }, 500);
-	CHECK(t.stats.duplicates_dropped == 1);
-	CHECK(!t.session->closing());
+	check_in_sequence(t, tfd, {100000, 101000, 102000, 103000, 104000, 105000},
+			  {{2, 2}, {1, 1}, {2, 5}, {0, 0}, {0, 3}, {1, 4}}, {1, 3});
 	close(tfd);
 }
 
@@ -295,27 +308,8 @@ TEST_CASE("small frames (copied) and large ones (spliced) reach the target in se
 	int tfd = t.start_target();
 	// Sizes on both sides of the reader's small-frame limit, on streams
 	// that run apart: the small ones wait their turn like the others.
-	const std::size_t sizes[] = {100, 200000, 64, 4096, 4097, 1, 150000, 30};
-	std::vector<std::pair<unsigned, std::uint64_t>> order = {
-		{1, 1}, {2, 2}, {0, 0}, {2, 5}, {1, 4}, {0, 3}, {0, 6}, {1, 7}};
-	std::map<std::uint64_t, std::string> payload;
-	std::string want;
-	for (std::uint64_t s = 0; s < 8; s++) {
-		payload[s] = pattern(sizes[s], static_cast<unsigned>(s));
-		want += payload[s];
-	}
-	for (auto [stream, seq] : order)
-		t.far[stream].send(wire::Type::data, seq, payload[seq]);
-	t.far[2].send(wire::Type::data, 4, payload[4]); // a copy: dropped in its turn
-	std::string got;
-	t.run_until([&] {
-		Harness::take(tfd, got);
-		return got.size() >= want.size() && t.stats.duplicates_dropped == 1;
-	});
-	CHECK(got.size() == want.size());
-	CHECK(got == want);
-	CHECK(t.stats.duplicates_dropped == 1);
-	CHECK(!t.session->closing());
+	check_in_sequence(t, tfd, {100, 200000, 64, 4096, 4097, 1, 150000, 30},
+			  {{1, 1}, {2, 2}, {0, 0}, {2, 5}, {1, 4}, {0, 3}, {0, 6}, {1, 7}}, {2, 4});
 	close(tfd);
 }
 
