@@ -13,9 +13,10 @@
 // store serves a session's frames in turn; a new one is taken only when a
 // frame does not fit (a tee that comes short seals the store: the bytes it
 // did duplicate belong to no frame). A pipe per frame instead cost a
-// descriptor pair per frame, and a copy once they ran out. What a session retains is bounded by its own
-// --retention, not by the agent's memory budget: a peer that stops reading
-// pins its sessions' retention, and must not stop the sessions beside them.
+// descriptor pair per frame, and a copy once they ran out. What a session
+// retains is bounded by its own --retention, not by the agent's memory
+// budget: a peer that stops reading pins its sessions' retention, and must
+// not stop the sessions beside them.
 #pragma once
 
 #include "pipe.hpp"

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 // A session's zero-copy path. The plain socket's bytes are spliced into a
 // pipe, a frame header is sent, and the pipe is spliced into the stream the
-// scheduler picks (a small message, read into memory first, goes copied). Streams are read a frame at a time: the header with a
-// 16-byte recv, then the DATA payload spliced into a pipe and on into the
-// plain socket. Frames are not reordered in memory: a stream whose next
+// scheduler picks (a small message, read into memory first, goes copied).
+// Streams are read a frame at a time: the header with a 16-byte recv, then
+// the DATA payload spliced into a pipe and on into the plain socket (a
+// small one copied). Frames are not reordered in memory: a stream whose next
 // DATA frame is not the next in sequence is simply not read (parked) until
 // its turn comes, and its bytes wait in its socket's receive buffer. New
 // frames go out in order on each stream, so the frame that is due heads
@@ -72,14 +73,14 @@ StreamReader::Pulled Session::plain_pull()
 				break;
 			if (got < static_cast<ssize_t>(want)) {
 				r.bytes += got;
-				send_copied(pick_stream(open), {first, static_cast<std::size_t>(got)});
+				send_copied(pick_stream(open), std::span(first).first(got));
 				continue;
 			}
 		}
 		Pipe pipe;
 		if (!take_pipe(pipe, cfg_.chunk)) {
-			if (got > 0) // the stream choice is made: this much goes copied
-				send_copied(pick_stream(open), {first, static_cast<std::size_t>(got)});
+			if (got > 0) // it is read: it goes copied
+				send_copied(pick_stream(open), std::span(first).first(got));
 			break;
 		}
 		ssize_t n = got;

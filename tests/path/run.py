@@ -96,8 +96,8 @@ class Case:
                        ["serve", str(target), str(TRANSFER_MIB), "2"], self.logdir)
         j = rt.spawn(f"{tag}-join", ["ip", "netns", "exec", p.s, proxy, "join", "--listen",
                                      f"{netpath.SERVER_IP}:{back}", "--target",
-                                     f"127.0.0.1:{target}", "--events", "uring", "--max-sessions", "64"] +
-                     self.join_flags, self.logdir)
+                                     f"127.0.0.1:{target}", "--events", "uring",
+                                     "--max-sessions", "64"] + self.join_flags, self.logdir)
         s = rt.spawn(f"{tag}-stripe", ["ip", "netns", "exec", p.c, proxy, "stripe",
                                        "--listen", f"127.0.0.1:{front}", "--peer",
                                        f"{netpath.SERVER_IP}:{back}", "--streams", "4",

@@ -344,7 +344,8 @@ TEST_CASE("a target's small message goes as one frame, a burst after it in seque
 	std::string got;
 	t.run_until([&] {
 		if (off < burst.size()) {
-			ssize_t n = ::send(tfd, burst.data() + off, burst.size() - off, MSG_DONTWAIT);
+			ssize_t n = ::send(tfd, burst.data() + off, burst.size() - off,
+					   MSG_DONTWAIT);
 			off += n > 0 ? static_cast<std::size_t>(n) : 0;
 		}
 		collect();
