@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -229,7 +230,11 @@ def main():
         print(f"# path: {2 * ONE_WAY_MS} ms RTT configured, ping {ping}", flush=True)
         up, down = expected_digest(TRANSFER_MIB, 1), expected_digest(TRANSFER_MIB, 2)
         for i, (name, sflags, jflags) in enumerate(cases):
-            r = Case(path, args.build, logdir, sflags, jflags).run(f"case{i}")
+            try:
+                r = Case(path, args.build, logdir, sflags, jflags).run(f"case{i}")
+            except subprocess.TimeoutExpired as e:
+                tap.result(False, name, f"timed out: {' '.join(e.cmd[-6:])} (logs in {logdir})")
+                continue
             bad = check_transfer(r, up, down)
             if r["stripe"] and r["join"]:
                 means = (mean_data_frame(r["stripe"], "bytes_in"),
