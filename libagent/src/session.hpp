@@ -196,6 +196,7 @@ private:
 	// The zero-copy path (session_pull.cpp).
 	Pulled plain_pull();
 	ssize_t read_plain(std::byte *into, std::size_t n);
+	ssize_t reset_if_closed(ssize_t res) const;
 	unsigned pick_stream(unsigned open);
 	void send_copied(unsigned pick, std::span<const std::byte> bytes);
 	bool pull_frame(Stream &st, Pulled &r);

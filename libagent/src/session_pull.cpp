@@ -92,10 +92,7 @@ StreamReader::Pulled Session::plain_pull()
 		ssize_t more = static_cast<std::size_t>(got) < size
 				       ? pipe.fill_from(plain_->fd(), size - got)
 				       : -EAGAIN; // a whole frame read already
-		// With our side still open, only a reset leaves the socket
-		// CLOSE at end of stream.
-		if (more == 0 && !plain_->write_shut() && was_reset(plain_->fd()))
-			more = -ECONNRESET;
+		more = reset_if_closed(more);
 		if (more > 0)
 			n += more;
 		if (n <= 0) {
@@ -151,14 +148,20 @@ ssize_t Session::read_plain(std::byte *into, std::size_t n)
 	while (got < 0 && errno == EINTR);
 	if (got > 0)
 		return got;
-	int err = got < 0 ? -errno : 0;
-	// With our side still open, only a reset leaves the socket CLOSE at
-	// end of stream.
-	if (err == 0 && !plain_->write_shut() && was_reset(plain_->fd()))
-		err = -ECONNRESET;
+	int err = static_cast<int>(reset_if_closed(got < 0 ? -errno : 0));
 	if (err != -EAGAIN)
 		plain_read_ended(err);
 	return 0;
+}
+
+// A read of the plain socket that returned res (bytes or -errno): an end
+// of stream is -ECONNRESET if the peer reset it (with our side still open,
+// only a reset leaves the socket CLOSE at end of stream).
+ssize_t Session::reset_if_closed(ssize_t res) const
+{
+	if (res == 0 && !plain_->write_shut() && was_reset(plain_->fd()))
+		return -ECONNRESET;
+	return res;
 }
 
 // The stream the next DATA frame goes on, among the open sendable ones.
@@ -179,15 +182,9 @@ void Session::send_copied(unsigned pick, std::span<const std::byte> bytes)
 {
 	stats_.bytes_in += bytes.size();
 	progress();
-	std::byte hdr[wire::kHeaderSize];
-	wire::Header h;
-	h.type = wire::Type::data;
-	h.length = static_cast<std::uint32_t>(bytes.size());
-	h.seq = tx_.take_seq();
-	wire::encode_header(h, hdr);
-	streams_[pick]->conn.send(hdr, bytes);
-	keep_sent(pick, h.seq, bytes);
-	stats_.frames_sent++;
+	std::uint64_t seq = tx_.take_seq();
+	send_frame(*streams_[pick], wire::Type::data, seq, bytes);
+	keep_sent(pick, seq, bytes);
 }
 
 // ---- streams -> plain socket ------------------------------------------------
