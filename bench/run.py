@@ -447,6 +447,12 @@ def summarize(contenders, runs, dirs):
     return summ
 
 
+def gb_per_cpu(s):
+    """A summary's GB per proxy CPU-second (None without both)."""
+    return s["median_GBps"] / s["proxy_cpu"] if s and s["median_bps"] and s["proxy_cpu"] \
+        else None
+
+
 def fmt_ratio(x):
     return "n/a" if x is None else f"{x:.2f}x"
 
@@ -478,7 +484,7 @@ def render_md(meta, contenders, summ, dirs):
             cpu = eff = ""
             if s["proxy_cpu"] and c.kind != "direct":
                 cpu = f"{s['proxy_cpu'] * 100:.0f}%"
-                eff = f"{s['median_GBps'] / s['proxy_cpu']:.2f}"
+                eff = f"{gb_per_cpu(s):.2f}"
             L.append(f"| {c.label} | {d} | {s['median_GBps']:.2f} | "
                      f"{s['median_bps'] / 1e9:.1f} | {s['min_bps'] / 8 / GB:.2f}–"
                      f"{s['max_bps'] / 8 / GB:.2f} | {fmt_ratio(s['vs_haproxy'])} | "
@@ -496,11 +502,6 @@ def render_md(meta, contenders, summ, dirs):
     L.append("## Targets (loopback, issue 13)")
     L.append("")
 
-    def eff(key, d):
-        x = summ.get((key, d))
-        return x["median_GBps"] / x["proxy_cpu"] if x and x["median_bps"] and \
-            x["proxy_cpu"] else None
-
     for d in dirs:
         a = summ.get(("agentproxy-4", d))
         if not a:
@@ -510,7 +511,7 @@ def render_md(meta, contenders, summ, dirs):
             verdict = "n/a" if v is None else ("met" if v >= 1.0 else "NOT met")
             L.append(f"- agentproxy 4 streams {d}, GB/s vs {ref}: {fmt_ratio(v)} "
                      f"(target >= 1.0x): {verdict}")
-            mine, theirs = eff("agentproxy-4", d), eff(ref, d)
+            mine, theirs = gb_per_cpu(a), gb_per_cpu(summ.get((ref, d)))
             v = mine / theirs if mine and theirs else None
             verdict = "n/a" if v is None else ("met" if v >= 1.3 else "NOT met")
             L.append(f"- agentproxy 4 streams {d}, GB per proxy CPU-s vs {ref}: "

@@ -13,8 +13,9 @@ transfer goes both ways through them (tests/path/ends.py). What a user relies on
   - with --long-path-chunk 0 the same path gets whole --chunk frames (1 MiB): the test
     above can fail;
   - over the long path the bytes arrive intact both ways, the session ends cleanly on
-    both sides, nothing is logged as a warning or error, and each side holds as many
-    sockets after as before (and no more pipes than its pool keeps).
+    both sides, nothing is logged as a warning or error, each side holds as many
+    sockets after as before (and no more pipes than its pool keeps), and neither uses
+    CPU while idle after it.
 
 Usage: tests/path/run.py [--build DIR] [-k SUBSTRING]
 """
@@ -30,8 +31,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
+# After bench/: tests/e2e has a run.py of its own.
+sys.path.append(os.path.join(ROOT, "tests", "e2e"))
 import netpath  # noqa: E402
 import run as rt  # noqa: E402  (bench/run.py: spawn/stop)
+from probes import PIPE_POOL, descriptors, idle_cpu  # noqa: E402
+
+IDLE_CPU = 0.1           # CPU seconds either proxy may use over 2 s after the session
 
 KiB, MiB = 1 << 10, 1 << 20
 ONE_WAY_MS = 10          # 20 ms RTT: a long path (SessionConfig::kLongPathRtt is 5 ms)
@@ -39,24 +45,6 @@ TRANSFER_MIB = 32        # each way
 STATS_RE = re.compile(r"stats\[(\w+)\]: sessions opened (\d+) done (\d+) failed (\d+).*?"
                       r"bytes in (\d+) out (\d+); frames sent (\d+) received (\d+);.*?"
                       r"acks sent (\d+)")
-
-
-# The pipes an agent thread keeps for reuse (libagent/src/pipe.cpp kPoolCap): idle
-# descriptors that are not a leak.
-PIPE_POOL = 32
-
-
-def fds_of(pid):
-    """A process's descriptors: sockets, pipes and the others."""
-    n = {"sockets": 0, "pipes": 0, "other": 0}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            what = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        n["sockets" if what.startswith("socket:") else
-          "pipes" if what.startswith("pipe:") else "other"] += 1
-    return n
 
 
 def released(before, after):
@@ -108,14 +96,15 @@ class Case:
             p.wait_listen([j], back, "join")
             p.wait_listen([s], front, "stripe")
             time.sleep(0.2)  # the banner and the listener are up: count from here
-            fds = {"stripe": fds_of(s.pid), "join": fds_of(j.pid)}
+            fds = {"stripe": descriptors(s.pid), "join": descriptors(j.pid)}
             t0 = time.monotonic()
             cl = p.ns(p.c, *ends, "send", "127.0.0.1", str(front), str(TRANSFER_MIB), "1",
                       check=False, timeout=120)
             took = time.monotonic() - t0
             srv.wait(timeout=30)
             time.sleep(0.3)  # both sides log the session's end
-            after = {"stripe": fds_of(s.pid), "join": fds_of(j.pid)}
+            after = {"stripe": descriptors(s.pid), "join": descriptors(j.pid)}
+            idle = dict(zip(("stripe", "join"), idle_cpu([s, j])))
         finally:
             for x in (s, j, srv):
                 rt.stop(x)
@@ -127,7 +116,7 @@ class Case:
                 "server": json_line(logs["server"], '"got"'), "took": took,
                 "stripe": stats_of(logs["stripe"], "stripe"),
                 "join": stats_of(logs["join"], "join"), "fds": fds, "fds_after": after,
-                "logs": logs}
+                "idle_cpu": idle, "logs": logs}
 
 
 def mean_data_frame(st, bytes_key):
@@ -181,6 +170,9 @@ def check_transfer(r, want_up, want_down):
         if not released(r["fds"][side], r["fds_after"][side]):
             bad.append(f"{side}: {r['fds'][side]} descriptors before, "
                        f"{r['fds_after'][side]} after")
+        if r["idle_cpu"][side] > IDLE_CPU:
+            bad.append(f"{side} used {r['idle_cpu'][side]:.2f} s of CPU over 2 s idle "
+                       f"(at most {IDLE_CPU:.2f})")
         warn = [ln for ln in r["logs"][side].splitlines() if " warn:" in ln or " error:" in ln]
         if warn:
             bad.append(f"{side} logged: {warn[0]}")
@@ -193,7 +185,8 @@ def describe(r):
             f"{mean_data_frame(st, 'bytes_in') / KiB:.0f} KiB "
             f"({st.get('frames_sent', 0) - st.get('acks_sent', 0)} frames), join "
             f"{mean_data_frame(jo, 'bytes_in') / KiB:.0f} KiB "
-            f"({jo.get('frames_sent', 0) - jo.get('acks_sent', 0)} frames)")
+            f"({jo.get('frames_sent', 0) - jo.get('acks_sent', 0)} frames); idle CPU after: "
+            f"stripe {r['idle_cpu']['stripe']:.2f} s, join {r['idle_cpu']['join']:.2f} s")
 
 
 def main():
