@@ -32,6 +32,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "faultrelay.h"
@@ -45,10 +46,11 @@ enum conn_state {
 	CONN_RELAYING,               /* forwarding both ways */
 	CONN_STALLED,                /* fault stall: nothing read, written or closed */
 	CONN_BLACKHOLED,             /* fault blackhole: both sides read and dropped */
+	CONN_DELAYED,                /* fault delay: nothing moves until resume_at, then relaying */
 	CONN_CLOSED,                 /* sockets closed; freed after this batch of events */
 };
 static const char *const conn_state_names[] = { "connecting", "relaying", "stalled",
-						"blackholed", "closed" };
+						"blackholed", "delayed", "closed" };
 
 enum dir_state {
 	DIR_OPEN,                    /* reading the source */
@@ -87,6 +89,7 @@ struct conn {
 	struct direction dir[2];     /* [SIDE_CLIENT]: client -> upstream; [SIDE_UPSTREAM]: back */
 	enum fault_kind fault;
 	uint64_t fault_at;
+	uint64_t resume_at;          /* CONN_DELAYED: when it relays again (now_ms()) */
 	int capture_fd;              /* -1: not capturing (any more) */
 	size_t captured;
 	struct conn *next_dead;
@@ -191,6 +194,14 @@ static void conn_error(struct conn *c, enum side side, const char *what, int err
 	conn_close(c, 1);
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static uint64_t forwarded(const struct conn *c)
 {
 	return c->dir[0].written + c->dir[1].written;
@@ -247,6 +258,12 @@ static void apply_fault(struct conn *c)
 		 * or a peer that has sent all it will would see a stall. */
 		blackhole_read(&c->ep[0]);
 		blackhole_read(&c->ep[1]);
+		break;
+	case FAULT_DELAY:
+		/* The sockets stay watched; their events are ignored until the resume, which
+		 * reads and writes until each would block (so no edge is lost). */
+		c->state = CONN_DELAYED;
+		c->resume_at = now_ms() + cfg.delay_ms;
 		break;
 	case FAULT_NONE:
 		break;
@@ -420,10 +437,33 @@ static void on_event(struct endpoint *ep, uint32_t events)
 	case CONN_BLACKHOLED:
 		blackhole_read(ep);
 		break;
+	case CONN_DELAYED:
 	case CONN_STALLED:
 	case CONN_CLOSED:
 		break;
 	}
+}
+
+/* Delayed connections whose time is up relay again. Returns the epoll_wait timeout until
+ * the next one (-1: none). */
+static int resume_delayed(void)
+{
+	uint64_t now = now_ms(), next = UINT64_MAX;
+
+	for (unsigned i = 0; i < n_conns; i++) {
+		struct conn *c = conns[i];
+
+		if (!c || c->state != CONN_DELAYED)
+			continue;
+		if (c->resume_at <= now) {
+			event("conn %u resumed", c->id);
+			c->state = CONN_RELAYING;
+			pump(c);
+		} else if (c->resume_at < next) {
+			next = c->resume_at;
+		}
+	}
+	return next == UINT64_MAX ? -1 : (int)(next - now);
 }
 
 static void set_nodelay(int fd)
@@ -577,7 +617,7 @@ int main(int argc, char **argv)
 
 	for (;;) {
 		struct epoll_event evs[MAX_EVENTS];
-		int n = epoll_wait(epfd, evs, MAX_EVENTS, -1);
+		int n = epoll_wait(epfd, evs, MAX_EVENTS, resume_delayed());
 
 		if (n < 0) {
 			if (errno == EINTR)

@@ -8,7 +8,7 @@
 #define CAPTURE_BYTES 200            /* what --capture keeps of each connection */
 #define MAX_FAULTS 1024
 
-enum fault_kind { FAULT_NONE, FAULT_RESET, FAULT_STALL, FAULT_BLACKHOLE };
+enum fault_kind { FAULT_NONE, FAULT_RESET, FAULT_STALL, FAULT_BLACKHOLE, FAULT_DELAY };
 extern const char *const fault_names[];  /* by enum fault_kind */
 
 struct fault {
@@ -23,6 +23,7 @@ struct relay_config {
 	const char *capture_dir;     /* NULL: no capture */
 	struct fault faults[MAX_FAULTS];
 	unsigned n_faults;
+	unsigned delay_ms;           /* how long a delay fault holds its connection */
 };
 
 /* Fills config from the command line; prints usage and exits 2 on a bad flag, 0 after

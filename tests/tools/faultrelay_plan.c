@@ -18,7 +18,7 @@
 
 #include "faultrelay.h"
 
-const char *const fault_names[] = { "none", "reset", "stall", "blackhole" };
+const char *const fault_names[] = { "none", "reset", "stall", "blackhole", "delay" };
 static struct relay_config *cfg;
 
 static void usage(FILE *f)
@@ -46,12 +46,15 @@ static void usage(FILE *f)
 "                                      (the sockets stay open until the relay exits)\n"
 "                           blackhole  keep reading both sides and drop the bytes; forward\n"
 "                                      nothing, close nothing\n"
+"                           delay      forward nothing either way for --delay-ms, then go\n"
+"                                      on relaying (a handshake held up on one stream)\n"
 "  --random-faults K:KIND also K faults of KIND on K distinct connections drawn among the\n"
 "                         first --among, each at a point drawn in [1, --span)\n"
 "  --seed S               seed of those draws (default 1); the same seed, the same plan\n"
 "  --span BYTES           upper bound of the random points (needed by --random-faults)\n"
 "  --among N              connections the random faults are drawn among (default 4: the\n"
 "                         streams a stripe side opens first)\n"
+"  --delay-ms MS          how long a delay fault holds its connection (default 1000)\n"
 "  --capture DIR          write the first %d bytes the client side sends on connection N\n"
 "                         to DIR/conn-N.bin (a stripe side's HELLO and AUTH frames)\n"
 "  -h, --help             this text\n"
@@ -62,10 +65,11 @@ static void usage(FILE *f)
 "  conn N accepted\n"
 "  conn N connect failed: REASON      (then conn N closed)\n"
 "  conn N fault KIND at BYTES\n"
+"  conn N resumed                     a delay fault's time is up\n"
 "  conn N error: REASON               a socket error; both sides are reset\n"
 "  conn N closed                      the relay closed both sockets (also after a reset)\n"
 "SIGUSR1 prints 'conn N STATE up BYTES down BYTES' for every connection still held\n"
-"(STATE: connecting, relaying, stalled or blackholed), then 'held N'.\n"
+"(STATE: connecting, relaying, stalled, blackholed or delayed), then 'held N'.\n"
 "Exit status: 0 never (it runs until killed), 1 on a setup error, 2 on a bad flag.\n",
 		CAPTURE_BYTES);
 }
@@ -121,7 +125,7 @@ static int parse_uint(const char *s, unsigned max, unsigned *out)
 
 static enum fault_kind parse_kind(const char *s)
 {
-	for (int k = FAULT_RESET; k <= FAULT_BLACKHOLE; k++)
+	for (int k = FAULT_RESET; k <= FAULT_DELAY; k++)
 		if (!strcmp(s, fault_names[k]))
 			return (enum fault_kind)k;
 	return FAULT_NONE;
@@ -185,7 +189,7 @@ static void parse_fault(const char *arg)
 		bad_usage("--fault %s: bad connection number '%s'", arg, buf);
 	k = parse_kind(kind);
 	if (k == FAULT_NONE)
-		bad_usage("--fault %s: KIND is reset, stall or blackhole, not '%s'", arg, kind);
+		bad_usage("--fault %s: KIND is reset, stall, blackhole or delay, not '%s'", arg, kind);
 	if (parse_size(at, &bytes))
 		bad_usage("--fault %s: bad byte count '%s'", arg, at);
 	add_fault(conn, k, bytes);
@@ -225,7 +229,8 @@ static void plan_random(const char *spec, uint64_t seed, uint64_t span, unsigned
 		bad_usage("--random-faults %s: bad count '%s'", spec, buf);
 	kd = parse_kind(kind);
 	if (kd == FAULT_NONE)
-		bad_usage("--random-faults %s: KIND is reset, stall or blackhole, not '%s'", spec, kind);
+		bad_usage("--random-faults %s: KIND is reset, stall, blackhole or delay, not '%s'",
+			  spec, kind);
 	if (span < 2)
 		bad_usage("--random-faults needs --span of at least 2");
 	if (among > MAX_FAULTS * 64)
@@ -263,6 +268,7 @@ void parse_flags(int argc, char **argv, struct relay_config *config)
 		{ "span", required_argument, NULL, 'n' },
 		{ "among", required_argument, NULL, 'a' },
 		{ "capture", required_argument, NULL, 'c' },
+		{ "delay-ms", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -272,6 +278,7 @@ void parse_flags(int argc, char **argv, struct relay_config *config)
 	int opt;
 
 	cfg = config;
+	cfg->delay_ms = 1000;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (opt) {
@@ -292,6 +299,11 @@ void parse_flags(int argc, char **argv, struct relay_config *config)
 				bad_usage("--among %s: not a count", optarg);
 			break;
 		case 'c': cfg->capture_dir = optarg; break;
+		case 'd':
+			if (parse_uint(optarg, 3600 * 1000, &cfg->delay_ms))
+				bad_usage("--delay-ms %s: not a count of milliseconds up to an hour",
+					  optarg);
+			break;
 		case 'h': usage(stdout); exit(0);
 		default:
 			bad_usage("unknown flag or missing value: %s", argv[optind - 1]);

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 # Test tools in C that the e2e suites run (included by the top-level Makefile;
 # `make` builds them with everything else, so `make check` has them).
-#   $(BUILD)/faultrelay   a TCP relay that resets, stalls or blackholes chosen
+#   $(BUILD)/faultrelay   a TCP relay that resets, stalls, blackholes or delays chosen
 #                         connections (tests/e2e/relay.py, cases_failover.py)
 
 FAULTRELAY := $(BUILD)/faultrelay
