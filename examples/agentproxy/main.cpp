@@ -183,7 +183,8 @@ void add_common(CLI::App *sub, Options &o)
 		->capture_default_str();
 	sub->add_option("--linger-timeout", o.linger_ms,
 			"ms a closing connection may take to flush what is queued (its peer "
-			"does not read) before it is reset")
+			"does not read) before it is reset; and a session over both ways waits "
+			"for the peer's end of each stream")
 		->check(CLI::Range(1u, 600000u))
 		->capture_default_str();
 	sub->add_option("--retention", o.retention,
@@ -195,7 +196,8 @@ void add_common(CLI::App *sub, Options &o)
 		->check(CLI::Range(std::size_t(64 * 1024), std::size_t(1) << 32));
 	sub->add_option("--stream-timeout", o.stream_timeout_ms,
 			"ms a frame may wait on its stream, while the peer has later ones and "
-			"says so, before the stream is given up as lost")
+			"says so, before the stream is given up as lost; a frame unacknowledged "
+			"this long goes again on another stream (then after 2x, 4x.. 16x)")
 		->check(CLI::Range(100u, 3600000u))
 		->capture_default_str();
 	sub->add_option("--failover-deadline", o.failover_deadline_ms,

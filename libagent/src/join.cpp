@@ -208,12 +208,18 @@ public:
 			s->expect_streams(cfg_.handshake_timeout);
 		}
 		s->add_stream(std::move(owned), leftover);
-		if (s->complete() && !s->closing()) {
-			if (target_)
-				s->start_target(*target_);
-			else
-				s->start_app(app_());
-		}
+		start_if_complete(*s);
+	}
+
+	// The last stream of a new session is here: the target is dialled.
+	void start_if_complete(Session &s)
+	{
+		if (!s.complete() || s.started())
+			return;
+		if (target_)
+			s.start_target(*target_);
+		else
+			s.start_app(app_());
 	}
 
 	// A replacement for a lost stream (its AUTH checked): it takes its index
@@ -233,7 +239,9 @@ public:
 		st.reader.held.clear();
 		st.index = hello.index;
 		std::unique_ptr<Stream> owned = take_pending(st);
-		if (!s->rejoin_stream(owned, leftover)) {
+		if (s->rejoin_stream(owned, leftover)) {
+			start_if_complete(*s);
+		} else {
 			log(LogLevel::warn, "refused stream from {}: REJOIN for session {:016x} before "
 					    "it started", owned->peer, hello.session);
 			stats_.streams_refused++;

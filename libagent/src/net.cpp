@@ -210,4 +210,10 @@ std::size_t unsent_bytes(int fd)
 	return ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0 ? static_cast<std::size_t>(n) : 0;
 }
 
+std::size_t unread_bytes(int fd)
+{
+	int n = 0;
+	return ioctl(fd, SIOCINQ, &n) == 0 && n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
 } // namespace agent

@@ -104,6 +104,9 @@ public:
 	bool fin_seen = false;  // the peer's FIN frame arrived on this stream
 	bool eof = false;       // the socket's read side ended
 	bool blocked = false;   // its next frame does not fit the reorder budget
+	// Frames of it sent again unanswered (on_tx_check) since the peer last
+	// acknowledged one that went on it alone: at two, it is lost.
+	unsigned unanswered = 0;
 	bool watching = false;
 	bool paused = false;
 	int conn_error = 0;     // set by conn_failed, read by the handler
@@ -155,13 +158,15 @@ public:
 	void abort(wire::ErrorCode code, const std::string &reason, bool tell_peer = true);
 
 	// Join side: a replacement (HELLO with REJOIN) for the stream at its
-	// index, lost or not. False (st is the caller's) while not running.
+	// index, lost or not; before the start, only for an index lost then
+	// (complete() may be true after it). False: st is still the caller's.
 	bool rejoin_stream(std::unique_ptr<Stream> &st, std::span<const std::byte> leftover);
 
 	// Join side: the rest of the streams must come within timeout.
 	void expect_streams(std::chrono::milliseconds timeout);
 
 	bool closing() const { return phase_ >= Phase::closing; }
+	bool started() const { return phase_ != Phase::setup; }
 	unsigned count() const { return count_; }
 	Agent::Clock::time_point created() const { return created_; }
 
@@ -256,6 +261,7 @@ private:
 	bool take_ack(Stream &st, const wire::Header &h);
 	void keep_sent(unsigned stream, std::uint64_t seq, std::span<const std::byte> copy);
 	void lose_stream(Stream &st, const std::string &why);
+	void lose_before_start(Stream &st, const std::string &why);
 	void retire_stream(std::unique_ptr<Stream> st);
 	void flush_resends();
 	void frame_waited_for(std::uint64_t seq);
@@ -268,6 +274,9 @@ private:
 	std::size_t frame_size();
 	void watch_rx_stuck();
 	void on_rx_check();
+	bool plain_holds_next() const;
+	void watch_unanswered();
+	void on_tx_check();
 	void spill_parked();
 	void drop_stalled_owner();
 	void schedule_rejoin(unsigned index);
@@ -277,6 +286,7 @@ private:
 	void on_failover_deadline();
 	bool is_rejoining(const Stream &st) const;
 	void shut_streams();
+	void on_ends_late();
 	void stop_timers();
 	void drop_rejoins();
 
@@ -330,6 +340,7 @@ private:
 	Agent::Clock::time_point frame_sized_at_{};
 	Timer ack_timer_{[this] { on_ack_timer(); }};
 	Timer rx_check_timer_{[this] { on_rx_check(); }};
+	Timer tx_check_timer_{[this] { on_tx_check(); }};
 
 	// Stripe: replacements under way, by index.
 	struct Rejoin {
@@ -340,6 +351,9 @@ private:
 	};
 	std::vector<std::unique_ptr<Rejoin>> rejoins_;
 	Timer failover_timer_{[this] { on_failover_deadline(); }};
+	// Over both ways, the streams shut: the peer's ends (EOF) must come
+	// within --linger-timeout.
+	Timer ends_timer_{[this] { on_ends_late(); }};
 
 	// What the session is doing; it only moves forward.
 	enum class Phase {

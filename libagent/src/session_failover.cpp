@@ -109,6 +109,11 @@ void Session::send_ack(std::uint8_t flags, bool every_stream)
 
 bool Session::take_ack(Stream &st, const wire::Header &h)
 {
+	// A frame acknowledged that went on one stream alone: that one delivers.
+	for (const Retention::Frame *f = tx_.retention().oldest(); f && f->seq < h.seq;
+	     f = tx_.retention().find(f->seq + 1))
+		if (f->resends == 0 && f->stream < count_ && streams_[f->stream])
+			streams_[f->stream]->unanswered = 0;
 	switch (tx_.take_ack(h.seq)) {
 	case Sender::Ack::beyond:
 		abort(wire::ErrorCode::protocol,
@@ -186,6 +191,60 @@ bool Session::resend(Retention::Frame &f, Stream &st)
 void Session::keep_sent(unsigned stream, std::uint64_t seq, std::span<const std::byte> copy)
 {
 	tx_.retention().keep_copy(seq, stream, agent_.now(), copy);
+	watch_unanswered();
+}
+
+// ---- a frame nobody answers (sending side) ------------------------------------------
+
+// A stream can swallow frames unseen (a middlebox that keeps the
+// connection but forwards nothing), and the peer learns of a frame only
+// when it arrives: with no later one in hand (those went on dead streams
+// too, or the plain end has sent nothing since) it sends no ACK WAITING,
+// and both sides would wait for ever. So the oldest frame still
+// unacknowledged --stream-timeout after it went out goes once more on
+// another stream, and each time after waits twice as long (a peer whose
+// plain end is only slow has it, and drops the copy).
+void Session::watch_unanswered()
+{
+	if (!tx_check_timer_.armed() && !closing())
+		tx_check_timer_.arm(agent_.timers(), cfg_.stream_timeout);
+}
+
+void Session::on_tx_check()
+{
+	const Retention::Frame *oldest = tx_.retention().oldest();
+	if (closing() || !oldest)
+		return; // the next frame kept arms it again
+	Retention::Frame &f = *tx_.retention().find(oldest->seq);
+	auto wait = [&] { return cfg_.stream_timeout * (1u << std::min(f.resends, 4u)); };
+	auto now = agent_.now();
+	if (now - f.sent < wait()) {
+		tx_check_timer_.arm(agent_.timers(), std::chrono::duration_cast<milliseconds>(
+							      wait() - (now - f.sent)));
+		return;
+	}
+	Stream *on = f.stream < count_ ? streams_[f.stream].get() : nullptr;
+	Stream *st = on ? least_queued(true, on) : nullptr;
+	if (st && f.resends == 0 && ++on->unanswered >= 2) {
+		// Its frames reach the peer no more (which only a lack of
+		// ACKs shows when the peer has nothing later in hand).
+		lose_stream(*on, fmt::format("a second frame on it, DATA {}, unacknowledged {} ms "
+					     "after it went out (--stream-timeout {})",
+					     f.seq, ms_since(f.sent, now),
+					     cfg_.stream_timeout.count()));
+		if (!closing())
+			watch_unanswered();
+		return;
+	}
+	if (st) {
+		log(LogLevel::info, "{}: DATA {} unacknowledged {} ms after it went on stream {}: "
+				    "sent again on stream {}",
+		    tag(), f.seq, ms_since(f.sent, now), f.stream, st->index);
+		if (!resend(f, *st))
+			return;
+	}
+	// No other stream: a replacement or the failover deadline comes first.
+	tx_check_timer_.arm(agent_.timers(), st ? wait() : cfg_.stream_timeout);
 }
 
 // ---- a stuck receiver ---------------------------------------------------------------
@@ -209,7 +268,7 @@ void Session::on_rx_check()
 		return; // nothing waits for a missing frame: the watch ends
 	// Moving, or waiting for the plain end: not stuck (0).
 	auto now = agent_.now();
-	auto stuck = rx_.stuck_for(now, rx_partial_, ingress_paused_);
+	auto stuck = rx_.stuck_for(now, rx_partial_, plain_holds_next());
 	if (splice_ && stuck >= kSpillAfter)
 		spill_parked();
 	if (!closing() && stuck >= kWaitingAfter)
@@ -218,6 +277,25 @@ void Session::on_rx_check()
 		send_ack(wire::kAckFlagWaiting, true);
 	if (!closing())
 		rx_check_timer_.arm(agent_.timers(), kRxCheck);
+}
+
+// While the plain end takes no more (ingress paused), the streams are not
+// read: the next frame may be in one of them, unread, and nothing is stuck.
+// Only a stream with bytes unread can hold it (a parked one's are a later
+// frame's). With none, the next frame is not here, and waiting for the plain
+// end would not bring it: the stuck watch runs (else a plain end slow
+// because the other direction waits, as an echo's, keeps this side from
+// finding its lost stream, and both wait for ever).
+bool Session::plain_holds_next() const
+{
+	if (!ingress_paused_)
+		return false;
+	for (auto &sp : streams_)
+		if (sp && sp->open() &&
+		    !(sp->parked && sp->reader.head() && sp->reader.head()->seq > rx_.next()) &&
+		    unread_bytes(sp->conn.fd()) > 0)
+			return true;
+	return false;
 }
 
 // The zero-copy receiver parks a stream whose head frame is not due. A
@@ -291,6 +369,10 @@ void Session::lose_stream(Stream &st, const std::string &why)
 {
 	if (closing())
 		return;
+	if (side_ == Side::join && phase_ == Phase::setup && attached(st) && st.open()) {
+		lose_before_start(st, why);
+		return;
+	}
 	if (!attached(st) || phase_ != Phase::running || !st.open()) {
 		abort(wire::ErrorCode::stream_lost,
 		      fmt::format("stream {} from {}: {}", st.index, st.peer, why));
@@ -328,6 +410,25 @@ void Session::lose_stream(Stream &st, const std::string &why)
 	update_plain_pause();
 	pump();
 	watch_rx_stuck();
+}
+
+// Join side, a stream lost while others have yet to join: the stripe side
+// (running since its HELLO-ACKs came) may already have sent frames on it,
+// which this side never read, and it sends a replacement (REJOIN) as for any
+// lost stream. The index waits for it within a fresh handshake timeout; the
+// frames the lost stream held come again, since nothing is acknowledged yet.
+void Session::lose_before_start(Stream &st, const std::string &why)
+{
+	unsigned i = st.index;
+	log(LogLevel::warn, "{}: stream {} ({}) lost before all {} streams had joined: {}; its "
+			    "index waits for a replacement",
+	    tag(), i, st.peer, count_, why);
+	retire_stream(std::move(streams_[i]));
+	attached_--;
+	acked_--;
+	live_--;
+	stats_.streams_lost++;
+	expect_streams(cfg_.handshake_timeout);
 }
 
 // The frames of lost streams go again, copied, on the least busy open
@@ -469,7 +570,11 @@ void Session::install_stream(std::unique_ptr<Stream> st)
 
 bool Session::rejoin_stream(std::unique_ptr<Stream> &st, std::span<const std::byte> leftover)
 {
-	if (phase_ != Phase::running || closing() || st->index >= count_)
+	if (closing() || st->index >= count_)
+		return false;
+	if (phase_ == Phase::setup) // a stream lost before the start (lose_before_start)
+		return !index_taken(st->index) && add_stream(std::move(st), leftover);
+	if (phase_ != Phase::running)
 		return false;
 	st->handler = this;
 	st->state = Stream::State::open; // the join server saw its AUTH

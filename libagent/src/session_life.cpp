@@ -121,6 +121,23 @@ void Session::shut_streams()
 	for (auto &st : streams_)
 		if (st)
 			st->conn.shutdown_write();
+	ends_timer_.arm(agent_.timers(), cfg_.linger_timeout);
+}
+
+// Everything is acknowledged both ways, so nothing is lost if a stream's
+// end never comes (a middlebox that swallows it): the session is done.
+void Session::on_ends_late()
+{
+	if (closing())
+		return;
+	std::string late;
+	for (auto &st : streams_)
+		if (st && (!st->eof || st->conn.queued()))
+			late += fmt::format("{}{}", late.empty() ? "" : ", ", st->index);
+	log(LogLevel::info, "{}: done both ways, but no end from the peer on stream(s) {} within "
+			    "{} ms (--linger-timeout): closed",
+	    tag(), late, cfg_.linger_timeout.count());
+	finish();
 }
 
 void Session::stop_timers()
@@ -130,7 +147,9 @@ void Session::stop_timers()
 	pipe_retry_.cancel();
 	ack_timer_.cancel();
 	rx_check_timer_.cancel();
+	tx_check_timer_.cancel();
 	failover_timer_.cancel();
+	ends_timer_.cancel();
 	for (auto &rj : rejoins_)
 		if (rj)
 			rj->timer.cancel();

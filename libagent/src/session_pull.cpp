@@ -113,6 +113,7 @@ StreamReader::Pulled Session::plain_pull()
 		wire::encode_header(h, hdr);
 		Conn &out = streams_[pick]->conn;
 		if (tx_.retention().keep_tee(h.seq, pick, agent_.now(), pipe)) {
+			watch_unanswered();
 			out.send_direct(hdr, std::move(pipe));
 		} else {
 			// No pipe for the duplicate (descriptors, pipe pages):

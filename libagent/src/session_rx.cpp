@@ -122,8 +122,11 @@ bool Session::handle_frame(Stream &st, const wire::Header &h, std::span<const st
 			return bad(e);
 		note_data(st, h.seq);
 		if (h.seq < rx_.next()) {
+			// Sent again: the sender has not seen our ACK (or gave up on
+			// its stream). Another ACK, on the next stream in turn.
 			stats_.duplicates_dropped++;
-			return true;
+			send_ack(0, false);
+			return !closing();
 		}
 		if (h.seq != rx_.next() && agent_.memory().over()) {
 			// Out of order past the agent's cap: as at our own budget.
@@ -363,7 +366,8 @@ void Session::stream_conn_event(Stream &st)
 			int e = st.conn_error;
 			st.conn_error = 0;
 			rejoin_failed(st, strerror(-e));
-		} else if (st.conn_error && st.open() && phase_ == Phase::running) {
+		} else if (st.conn_error && st.open() &&
+			   (phase_ == Phase::running || side_ == Side::join)) {
 			int e = st.conn_error;
 			st.conn_error = 0;
 			lose_stream(st, fmt::format("send failed: {}", strerror(-e)));

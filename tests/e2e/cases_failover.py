@@ -20,6 +20,7 @@ logs the harness keeps)."""
 
 import os
 import random
+import socket
 import struct
 import subprocess
 import threading
@@ -28,7 +29,7 @@ import time
 import harness
 import relay as faultrelay
 from harness import (SANITIZE, KiB, Skip, MiB, T_AUTH, T_HELLO, Data, Sender, TestFailure, check,
-                     comment, data_frame, exchange, receive_all, wait_closed)
+                     comment, data_frame, exchange, read_exact, receive_all, wait_closed)
 from probes import Baseline, counters, wait_until
 from cases_abuse import check_idle, check_released
 from cases_traffic import check_exchange, exchange_target
@@ -168,10 +169,10 @@ def start(mkenv, seed, faults=(), capture=None, handler=None):
     return Run(env, tgt, join, relay, stripe, seed)
 
 
-def transfer(mkenv, seed, faults=(), label=""):
-    """SIZE bytes each way at once through the relay with the faults
+def transfer(r, label=""):
+    """SIZE bytes each way at once through r's relay with the faults
     planned; every check above. Returns the case's line."""
-    r = start(mkenv, seed, faults)
+    seed = r.seed
     base = [Baseline(r.stripe), Baseline(r.join)]
     c = r.env.connect(r.stripe.port, timeout=CLIENT_TIMEOUT)
     t0 = time.monotonic()
@@ -185,7 +186,8 @@ def transfer(mkenv, seed, faults=(), label=""):
     r.check_transfer(cr, tr)
     planned = r.relay.planned()
     hit = r.check_faults(planned)
-    cs, cj = r.check_same_session(len(planned))
+    # A delay holds a stream up for a while; every other fault loses one.
+    cs, cj = r.check_same_session(len([f for f in planned if f[1] != "delay"]))
     check_released(*base)
     cpu = check_idle([r.stripe, r.join])
     lost_note = ""
@@ -203,15 +205,15 @@ def transfer(mkenv, seed, faults=(), label=""):
 
 def t_baseline(mkenv):
     """No fault: the relay itself carries the session intact."""
-    return transfer(mkenv, SEED)
+    return transfer(start(mkenv, SEED))
 
 
 def t_one(mkenv, kind, k):
     """One of the first streams breaks (kind) at a random point."""
     seed = SEED + k
     rnd = random.Random(seed)
-    return transfer(mkenv, seed, faults=[(rnd.randrange(STREAMS), kind,
-                                          rnd.randrange(FIRST, SPAN))])
+    return transfer(start(mkenv, seed, faults=[(rnd.randrange(STREAMS), kind,
+                                                rnd.randrange(FIRST, SPAN))]))
 
 
 def t_cascade(mkenv):
@@ -223,7 +225,7 @@ def t_cascade(mkenv):
     faults = [(0, "reset", rnd.randrange(FIRST, SPAN // 2)),
               (1, "stall", rnd.randrange(SPAN // 2, SPAN)),
               (4, "reset", rnd.randrange(256 * KiB, max(SPAN // 8, 512 * KiB)))]
-    return transfer(mkenv, seed, faults=faults)
+    return transfer(start(mkenv, seed, faults=faults))
 
 
 def t_all_but_one(mkenv):
@@ -236,7 +238,82 @@ def t_all_but_one(mkenv):
     kinds = ["reset", "stall", "blackhole"]
     rnd.shuffle(kinds)
     faults = [(c, k, rnd.randrange(FIRST, SPAN)) for c, k in zip(conns, kinds)]
-    return transfer(mkenv, seed, faults=faults)
+    return transfer(start(mkenv, seed, faults=faults))
+
+
+def t_lost_before_start(mkenv):
+    """A stream lost while the join side still waits for another's AUTH:
+    the relay holds connection 3 up for a second right after its HELLO-ACK
+    (the stripe side, all its handshakes answered, reads the client and
+    sends), and resets connection 0 24 KiB in: within what the join side's
+    socket takes while its session, not started yet, reads nothing (the
+    relay counts bytes written). That session keeps the lost stream's index
+    for the stripe's replacement."""
+    seed = SEED + 50
+    handshake = 16 + 56 + 16 + 32       # HELLO and HELLO-ACK, headers included
+    r = start(mkenv, seed, faults=[(3, "delay", handshake), (0, "reset", handshake + 24 * KiB)])
+    line = transfer(r)
+    early = [l for l in r.join.stderr().splitlines() if "before all" in l]
+    check(early, "the join side's session had started before the reset (no 'lost before "
+          "all ... streams had joined' line): the case tested nothing new")
+    return line + "; join: " + early[0].split(": ", 2)[2]
+
+
+def echo_target(c, results):
+    """Sends back what it reads until EOF; reports the count."""
+    n = 0
+    while True:
+        b = c.recv(64 * KiB)
+        if not b:
+            break
+        c.sendall(b)
+        n += len(b)
+    c.close()
+    results.put({"echoed": n})
+
+
+def t_quiet_blackhole(mkenv):
+    """Request and reply, one small message at a time, while relay
+    connection 1 swallows everything after its handshake (HELLO, HELLO-ACK,
+    AUTH): a message that
+    goes on it never reaches the join side, and no later one shows the join
+    that it waits (none comes before the reply). The stripe side sends a
+    frame still unanswered --stream-timeout after it went out again on
+    another stream: every round is answered, intact, in order."""
+    seed = SEED + 60
+    r = start(mkenv, seed, faults=[(1, "blackhole", 16 + 56 + 16 + 32 + 16 + 32)], handler=echo_target)
+    base = [Baseline(r.stripe), Baseline(r.join)]
+    c = r.env.connect(r.stripe.port, timeout=CLIENT_TIMEOUT)
+    rnd = random.Random(seed)
+    rounds, total, waits = 12, 0, []
+    for i in range(rounds):
+        msg = rnd.randbytes(1000 + i)
+        t0 = time.monotonic()
+        c.sendall(msg)
+        try:
+            got = read_exact(c, len(msg))
+        except OSError as e:
+            raise TestFailure("round %d of %d: no reply within %d s (%s); %s" % (
+                i + 1, rounds, CLIENT_TIMEOUT, e, r.relay.describe()))
+        check(got == msg, "round %d: the reply differs from the message" % (i + 1))
+        waits.append(time.monotonic() - t0)
+        total += len(msg)
+    c.shutdown(socket.SHUT_WR)
+    end, _, _ = wait_closed(c, CLOSE_DEADLINE)
+    c.close()
+    check(end == "eof", "the client saw %s, not EOF, after its last round" % end)
+    tr = r.tgt.result(TARGET_TIMEOUT)
+    check(tr.get("echoed") == total, "the target echoed %s of %d bytes" % (tr, total))
+    r.check_faults(r.relay.planned())
+    again = [l for l in r.stripe.stderr().splitlines() if "sent again on stream" in l]
+    check(again, "no round went on the blackholed stream (no 'sent again' line in the "
+          "stripe's log): the case tested nothing")
+    r.check_same_session(0)
+    check_released(*base)
+    cpu = check_idle([r.stripe, r.join])
+    return "%d rounds of about 1 KB, slowest %.1f s, %d over 0.5 s; stripe: %s; idle CPU " \
+        "%.2f s" % (rounds, max(waits), sum(w > 0.5 for w in waits),
+                   again[0].split(": ", 2)[2], cpu)
 
 
 # ---- replays of a captured handshake -------------------------------------------
@@ -394,6 +471,10 @@ def tests():
         ("failover: streams cut one after another, a replacement too -> intact, same session",
          t_cascade, t),
         ("failover: all streams but one cut -> intact, same session", t_all_but_one, t),
+        ("failover: a stream reset before the join side has every stream -> intact, same "
+         "session", t_lost_before_start, t),
+        ("failover: request and reply, one stream blackholed quietly -> every reply comes",
+         t_quiet_blackhole, t),
         ("failover: a stream's captured HELLO+AUTH replayed live and after the end -> refused",
          t_replay_first, 60),
         ("failover: a replacement's captured REJOIN replayed live and after the end -> refused",

@@ -59,6 +59,9 @@ std::string peer_address(int fd);
 // Bytes in a TCP socket's send queue the peer has not acknowledged yet
 // (SIOCOUTQ); 0 if it cannot be told.
 std::size_t unsent_bytes(int fd);
+// Bytes a TCP socket has received that nobody has read yet (SIOCINQ); 0 if
+// it cannot be told.
+std::size_t unread_bytes(int fd);
 // The lowest round-trip time a TCP socket has seen (TCP_INFO tcpi_min_rtt:
 // the path's, without the queues' delay), in microseconds; 0 if it cannot
 // be told.

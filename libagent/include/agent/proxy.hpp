@@ -36,7 +36,9 @@ struct SessionConfig {
 	// is lost; at it, reading the plain end pauses.
 	std::size_t retention = 16 << 20;
 	// A stream whose frame the peer has waited for (ACK WAITING) this long
-	// after it went out is lost: its frames go again on the others.
+	// after it went out is lost: its frames go again on the others. A frame
+	// unacknowledged this long goes again on another stream (then after
+	// twice as long, up to 16 times); the second such from one stream loses it.
 	std::chrono::milliseconds stream_timeout{10000};
 	// A session left with no stream ends if none joins within this.
 	std::chrono::milliseconds failover_deadline{10000};
