@@ -45,14 +45,14 @@ def t_passthrough(mkenv):
 class Endless:
     """Both ends send an endless stream and count what they receive."""
 
-    def __init__(self, env, kind):
+    def __init__(self, env, kind, **relay_kw):
         self.conns = []
         srv = socket.socket()
         srv.bind((HOST, 0))
         srv.listen(4)
         env.track(srv)
         self.relay = faultrelay.start(env, srv.getsockname()[1],
-                                      faults=[(0, kind, FAULT_AT)])
+                                      faults=[(0, kind, FAULT_AT)], **relay_kw)
         self.client = env.connect(self.relay.port, timeout=20)
         self.server, _ = srv.accept()
         env.track(self.server)
@@ -140,6 +140,32 @@ def t_blackhole(mkenv):
         FAULT_AT, ", ".join("%s %d MiB" % (k, m // MiB) for k, m in sorted(moved.items())))
 
 
+def t_delay(mkenv):
+    """delay at AT: exactly AT bytes arrive, nothing more for --delay-ms
+    (1.5 s here), then the relay forwards again both ways; nothing closes."""
+    e = Endless(mkenv(), "delay", delay_ms=1500)
+    e.wait_fault()
+    t0 = time.monotonic()
+    check(wait_until(lambda: e.received() == FAULT_AT, 5),
+          "%d bytes arrived, not the %d forwarded" % (e.received(), FAULT_AT))
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
+    held = e.received()
+
+    def resumed():
+        return [ev for ev in e.relay.events() if ev[1] == "resumed"]
+    check(held == FAULT_AT and not resumed(),
+          "bytes moved within the delay: %d of %d, events %r" % (held, FAULT_AT,
+                                                                   e.relay.events()))
+    check(wait_until(resumed, 5), "the relay never resumed: %r" % e.relay.events())
+    waited = time.monotonic() - t0
+    check(wait_until(lambda: e.got.get("client", 0) >= 8 * MiB and
+                     e.got.get("server", 0) >= 8 * MiB, 10),
+          "after the delay, not 8 MiB each way: %r" % e.got)
+    check(not e.ends, "an end's read ended: %r" % e.ends)
+    return "%d bytes, then nothing until the resume %.1f s on; then 8 MiB each way; both " \
+        "ends open" % (FAULT_AT, waited)
+
+
 def t_backpressure(mkenv):
     """The server never reads: the client's sends stop after the socket
     buffers and the relay's pipe, and the relay holds no more."""
@@ -193,6 +219,8 @@ def tests():
         ("faultrelay: reset at a byte count -> both ends reset there", t_reset, 30),
         ("faultrelay: stall at a byte count -> nothing moves, nothing closes", t_stall, 30),
         ("faultrelay: blackhole at a byte count -> swallowed, nothing closes", t_blackhole, 30),
+        ("faultrelay: delay at a byte count -> nothing moves for --delay-ms, then all does",
+         t_delay, 30),
         ("faultrelay: a side that stops reading -> the relay stops reading its peer",
          t_backpressure, 60),
         ("faultrelay: --random-faults -> distinct connections, points in range, by seed",

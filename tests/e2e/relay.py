@@ -18,7 +18,7 @@ from harness import HOST, ROOT, TestFailure, check
 FAULTRELAY = os.path.join(ROOT, os.environ.get("BUILD", "build"), "faultrelay")
 _snapshot = None
 
-EVENT = re.compile(r"^conn (\d+) (accepted|closed|fault (\w+) at (\d+)|error: .*|"
+EVENT = re.compile(r"^conn (\d+) (accepted|closed|resumed|fault (\w+) at (\d+)|error: .*|"
                    r"connect failed: .*)$", re.M)
 
 
@@ -45,7 +45,7 @@ class Relay:
 
     def events(self):
         """[(conn, what, kind, at)] in the order printed; what is 'accepted',
-        'closed', 'fault', 'error' or 'connect failed'."""
+        'closed', 'resumed', 'fault', 'error' or 'connect failed'."""
         out = []
         for m in EVENT.finditer(self.proc.stdout()):
             what = m.group(2)
@@ -89,11 +89,13 @@ class Relay:
             or "none")
 
 
-def start(env, upstream_port, faults=(), random_faults=None, capture=None):
+def start(env, upstream_port, faults=(), random_faults=None, capture=None, delay_ms=None):
     """Starts faultrelay in env towards upstream_port. faults: [(conn,
     kind, at)]; random_faults: (count, kind, seed, span[, among]); capture:
-    a folder for conn-N.bin."""
+    a folder for conn-N.bin; delay_ms: how long a delay fault holds."""
     argv = [binary(), "--listen", "%s:0" % HOST, "--upstream", "%s:%d" % (HOST, upstream_port)]
+    if delay_ms is not None:
+        argv += ["--delay-ms", str(delay_ms)]
     for conn, kind, at in faults:
         argv += ["--fault", "%d:%s:%d" % (conn, kind, at)]
     if random_faults:
