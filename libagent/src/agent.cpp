@@ -77,13 +77,18 @@ void Agent::on_signal(int res, unsigned)
 		arm_signal();
 }
 
-void Agent::on_timer(int, unsigned)
+void Agent::tick()
 {
 	now_ = Clock::now();
 	timers_.advance(now_);
 	for (auto &t : tickers_)
 		t(now_);
 	std::erase_if(retired_, [](const std::unique_ptr<Disposable> &o) { return o->idle(); });
+}
+
+void Agent::on_timer(int, unsigned)
+{
+	tick();
 	if (running_)
 		arm_tick();
 }

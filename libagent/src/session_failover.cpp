@@ -269,14 +269,16 @@ void Session::on_rx_check()
 	// Moving, or waiting for the plain end: not stuck (0).
 	auto now = agent_.now();
 	auto stuck = rx_.stuck_for(now, rx_partial_, plain_holds_next());
+	// Armed before acting: a stream spill_parked() parks again (a copy of
+	// the frame another stream delivers) would else restart the watch
+	// (watch_rx_stuck), and the stuck time never reach kWaitingAfter.
+	rx_check_timer_.arm(agent_.timers(), kRxCheck);
 	if (splice_ && stuck >= kSpillAfter)
 		spill_parked();
 	if (!closing() && stuck >= kWaitingAfter)
 		drop_stalled_owner();
 	if (!closing() && stuck >= kWaitingAfter && rx_.waiting_due(now, kWaitingPeriod))
 		send_ack(wire::kAckFlagWaiting, true);
-	if (!closing())
-		rx_check_timer_.arm(agent_.timers(), kRxCheck);
 }
 
 // While the plain end takes no more (ingress paused), the streams are not

@@ -69,6 +69,10 @@ public:
 	TimerWheel &timers() { return timers_; }
 	// The time of the last tick: cheap enough for every frame.
 	Clock::time_point now() const { return now_; }
+	// A tick: takes the time, runs the timers and tickers due. run() calls
+	// it every 100 ms; a caller that drives the ring itself (the unit tests)
+	// calls it instead.
+	void tick();
 
 	// True once the agent is being destroyed: its ring dispatches nothing
 	// more, so what is still in flight will never complete.
