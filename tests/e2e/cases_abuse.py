@@ -25,6 +25,20 @@ RELEASE_DEADLINE = 10.0
 IDLE_CPU = 0.1
 
 
+def echo_until_eof(c, results):
+    """A target that sends back what it reads, shuts its side at EOF and
+    reports the count."""
+    n = 0
+    while True:
+        b = c.recv(256 * KiB)
+        if not b:
+            break
+        c.sendall(b)
+        n += len(b)
+    c.shutdown(socket.SHUT_WR)
+    results.put({"echoed": n})
+
+
 class Behaviours:
     """A target handler whose conduct is chosen per connection, in the order
     the join side connects (sessions start one after another in a test)."""
@@ -45,15 +59,7 @@ class Behaviours:
         getattr(self, "_" + name)(c, results, **kw)
 
     def _echo(self, c, results):
-        n = 0
-        while True:
-            b = c.recv(256 * KiB)
-            if not b:
-                break
-            c.sendall(b)
-            n += len(b)
-        c.shutdown(socket.SHUT_WR)
-        results.put({"echoed": n})
+        echo_until_eof(c, results)
 
     def _slow_echo(self, c, results, until):
         # Reads nothing until told; then echoes everything.

@@ -31,7 +31,7 @@ import relay as faultrelay
 from harness import (SANITIZE, KiB, Skip, MiB, T_AUTH, T_HELLO, Data, Sender, TestFailure, check,
                      comment, data_frame, exchange, read_exact, receive_all, wait_closed)
 from probes import Baseline, counters, wait_until
-from cases_abuse import check_idle, check_released
+from cases_abuse import check_idle, check_released, echo_until_eof
 from cases_traffic import check_exchange, exchange_target
 
 SIZE = (32 if SANITIZE else int(os.environ.get("E2E_FAILOVER_MIB", "256"))) * MiB
@@ -259,19 +259,6 @@ def t_lost_before_start(mkenv):
     return line + "; join: " + early[0].split(": ", 2)[2]
 
 
-def echo_target(c, results):
-    """Sends back what it reads until EOF; reports the count."""
-    n = 0
-    while True:
-        b = c.recv(64 * KiB)
-        if not b:
-            break
-        c.sendall(b)
-        n += len(b)
-    c.close()
-    results.put({"echoed": n})
-
-
 def t_quiet_blackhole(mkenv):
     """Request and reply, one small message at a time, while relay
     connection 1 swallows everything after its handshake (HELLO, HELLO-ACK,
@@ -281,7 +268,7 @@ def t_quiet_blackhole(mkenv):
     frame still unanswered --stream-timeout after it went out again on
     another stream: every round is answered, intact, in order."""
     seed = SEED + 60
-    r = start(mkenv, seed, faults=[(1, "blackhole", 16 + 56 + 16 + 32 + 16 + 32)], handler=echo_target)
+    r = start(mkenv, seed, faults=[(1, "blackhole", 16 + 56 + 16 + 32 + 16 + 32)], handler=echo_until_eof)
     base = [Baseline(r.stripe), Baseline(r.join)]
     c = r.env.connect(r.stripe.port, timeout=CLIENT_TIMEOUT)
     rnd = random.Random(seed)
