@@ -268,7 +268,8 @@ def t_quiet_blackhole(mkenv):
     frame still unanswered --stream-timeout after it went out again on
     another stream: every round is answered, intact, in order."""
     seed = SEED + 60
-    r = start(mkenv, seed, faults=[(1, "blackhole", 16 + 56 + 16 + 32 + 16 + 32)], handler=echo_until_eof)
+    handshake = 16 + 56 + 16 + 32 + 16 + 32     # HELLO, HELLO-ACK and AUTH
+    r = start(mkenv, seed, faults=[(1, "blackhole", handshake)], handler=echo_until_eof)
     base = [Baseline(r.stripe), Baseline(r.join)]
     c = r.env.connect(r.stripe.port, timeout=CLIENT_TIMEOUT)
     rnd = random.Random(seed)
