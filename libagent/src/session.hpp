@@ -227,6 +227,8 @@ private:
 	// Everything sent is acknowledged and everything received delivered:
 	// a stream that ends now loses nothing.
 	bool both_ways_done() const { return tx_.all_acked() && rx_.done(); }
+	// Past both ways done: the peer has shut st and our queue on it is out.
+	static bool stream_over(const Stream &st) { return st.eof && !st.conn.queued(); }
 	void send_up(std::span<const std::byte> bytes);
 	void send_frame(Stream &st, wire::Type type, std::uint64_t seq,
 			std::span<const std::byte> payload);

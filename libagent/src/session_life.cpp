@@ -107,7 +107,7 @@ void Session::check_done()
 	if (!streams_shut_)
 		shut_streams();
 	for (auto &st : streams_)
-		if (st && (!st->eof || st->conn.queued()))
+		if (st && !stream_over(*st))
 			return;
 	if (plain_ && plain_->queued())
 		return;
@@ -132,7 +132,7 @@ void Session::on_ends_late()
 		return;
 	std::string late;
 	for (auto &st : streams_)
-		if (st && (!st->eof || st->conn.queued()))
+		if (st && !stream_over(*st))
 			late += fmt::format("{}{}", late.empty() ? "" : ", ", st->index);
 	log(LogLevel::info, "{}: done both ways, but no end from the peer on stream(s) {} within "
 			    "{} ms (--linger-timeout): closed",
