@@ -101,6 +101,7 @@ static struct conn **conns;          /* by id; NULL once freed */
 static unsigned n_conns, conns_cap;
 static struct conn *dead;            /* closed in this batch; freed after it */
 static char scratch[256 * 1024];     /* blackholed bytes land here */
+static unsigned n_delayed;           /* connections in CONN_DELAYED */
 
 static void die(const char *what)
 {
@@ -264,6 +265,7 @@ static void apply_fault(struct conn *c)
 		 * reads and writes until each would block (so no edge is lost). */
 		c->state = CONN_DELAYED;
 		c->resume_at = now_ms() + cfg.delay_ms;
+		n_delayed++;
 		break;
 	case FAULT_NONE:
 		break;
@@ -445,11 +447,14 @@ static void on_event(struct endpoint *ep, uint32_t events)
 }
 
 /* Delayed connections whose time is up relay again. Returns the epoll_wait timeout until
- * the next one (-1: none). */
+ * the next one (-1: none; then no scan). */
 static int resume_delayed(void)
 {
-	uint64_t now = now_ms(), next = UINT64_MAX;
+	uint64_t now, next = UINT64_MAX;
 
+	if (!n_delayed)
+		return -1;
+	now = now_ms();
 	for (unsigned i = 0; i < n_conns; i++) {
 		struct conn *c = conns[i];
 
@@ -458,6 +463,7 @@ static int resume_delayed(void)
 		if (c->resume_at <= now) {
 			event("conn %u resumed", c->id);
 			c->state = CONN_RELAYING;
+			n_delayed--;
 			pump(c);
 		} else if (c->resume_at < next) {
 			next = c->resume_at;
