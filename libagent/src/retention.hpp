@@ -42,6 +42,9 @@ public:
 		unsigned resends = 0;        // times sent again after a loss
 		std::vector<std::byte> bytes; // the copy path's payload...
 		std::uint32_t store = 0;      // ...or in the store of this id
+		// The peer said it waits for it (ACK WAITING) since it went
+		// out last: past --stream-timeout, that stream is lost.
+		bool peer_waits = false;
 	};
 
 	// Stores a session holds at most (two descriptors each); past them,

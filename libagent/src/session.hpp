@@ -267,6 +267,7 @@ private:
 	void retire_stream(std::unique_ptr<Stream> st);
 	void flush_resends();
 	void frame_waited_for(std::uint64_t seq);
+	void lose_waited_for(const Retention::Frame &f);
 	bool resend(Retention::Frame &f, Stream &st);
 	// The open stream with the least backlog (bytes queued here; with
 	// kernel_too, also those unacknowledged in its socket), other than

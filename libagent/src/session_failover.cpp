@@ -141,19 +141,26 @@ void Session::frame_waited_for(std::uint64_t seq)
 	Retention::Frame *f = tx_.retention().find(seq);
 	if (!f || f->stream >= count_ || !streams_[f->stream])
 		return;
-	long waited = ms_since(f->sent, agent_.now());
-	if (waited < cfg_.stream_timeout.count())
+	f->peer_waits = true; // on_tx_check may come first at the timeout
+	if (agent_.now() - f->sent < cfg_.stream_timeout)
 		return;
 	if (f->resends == 0) {
-		lose_stream(*streams_[f->stream],
-			    fmt::format("the peer has waited for DATA {}, sent on it {} ms ago "
-					"(--stream-timeout {})",
-					seq, waited, cfg_.stream_timeout.count()));
+		lose_waited_for(*f);
 		return;
 	}
 	Stream *st = least_queued(true, streams_[f->stream].get());
 	if (st)
 		resend(*f, *st);
+}
+
+// The peer waits for f, sent once, on the stream it went on, past
+// --stream-timeout: that stream is lost (its frames go on the others).
+void Session::lose_waited_for(const Retention::Frame &f)
+{
+	lose_stream(*streams_[f.stream],
+		    fmt::format("the peer has waited for DATA {}, sent on it {} ms ago "
+				"(--stream-timeout {})",
+				f.seq, ms_since(f.sent, agent_.now()), cfg_.stream_timeout.count()));
 }
 
 // The stream that carries the oldest unacknowledged frame, when that frame
@@ -184,6 +191,7 @@ bool Session::resend(Retention::Frame &f, Stream &st)
 	f.stream = st.index;
 	f.sent = agent_.now();
 	f.resends++;
+	f.peer_waits = false;
 	stats_.frames_resent++;
 	return true;
 }
@@ -225,6 +233,14 @@ void Session::on_tx_check()
 	}
 	Stream *on = f.stream < count_ ? streams_[f.stream].get() : nullptr;
 	Stream *st = on ? least_queued(true, on) : nullptr;
+	if (st && f.resends == 0 && f.peer_waits) {
+		// The peer's WAITING came before the timeout, this check first
+		// at it: the stream is as late as frame_waited_for() loses.
+		lose_waited_for(f);
+		if (!closing())
+			watch_unanswered();
+		return;
+	}
 	if (st && f.resends == 0 && ++on->unanswered >= 2) {
 		// Its frames reach the peer no more (which only a lack of
 		// ACKs shows when the peer has nothing later in hand).

@@ -44,10 +44,11 @@ struct FarEnd {
 	// A frame, or only its first `cut` payload bytes (a stream that stalls
 	// inside it).
 	void send(wire::Type type, std::uint64_t seq, const std::string &payload = {},
-		  std::size_t cut = SIZE_MAX)
+		  std::size_t cut = SIZE_MAX, std::uint8_t flags = 0)
 	{
 		wire::Header h;
 		h.type = type;
+		h.flags = flags;
 		h.seq = seq;
 		h.length = static_cast<std::uint32_t>(payload.size());
 		std::byte hdr[wire::kHeaderSize];
@@ -506,6 +507,49 @@ TEST_CASE("the frames a lost stream carried are sent again on the other, once",
 	for (auto &[seq, p] : by_seq)
 		got += p;
 	CHECK(got == sent);
+	CHECK(!t.session->closing()); // it waits for a replacement
+	CHECK(!a.closed);
+}
+
+TEST_CASE("a stream whose frame the peer waits for is lost at --stream-timeout, though "
+	  "the timed resend comes first", "[session_io]")
+{
+	Harness t(2, false, 64 * 1024);
+	t.cfg.stream_timeout = std::chrono::milliseconds(300);
+	App &a = t.start_app();
+	std::string sent = pattern(4 * 64 * 1024, 6);
+	a.handle->send(std::as_bytes(std::span(sent)));
+	std::map<std::uint64_t, std::vector<unsigned>> went_on;
+	auto collect = [&](unsigned i) {
+		for (auto &f : t.far[i].frames())
+			if (f.h.type == wire::Type::data)
+				went_on[f.h.seq].push_back(i);
+	};
+	t.run_until([&] {
+		collect(0);
+		collect(1);
+		return went_on.size() == 4;
+	});
+	REQUIRE(went_on.size() == 4);
+	unsigned owner = went_on[0][0];
+	// The peer has later frames and waits for DATA 0 (its WAITING comes
+	// 500 ms into a stall, before the sender's timeout); nothing is
+	// acknowledged after. The sender's timed check then finds DATA 0
+	// unanswered: the peer has said why, so its stream is lost, not
+	// merely sent a copy (which would keep the dead stream for ever).
+	t.far[1 - owner].send(wire::Type::ack, 0, {}, SIZE_MAX, wire::kAckFlagWaiting);
+	t.run_until([&] {
+		collect(0);
+		collect(1);
+		return t.stats.streams_lost == 1;
+	}, 2000);
+	CHECK(t.stats.streams_lost == 1);
+	t.run_until([&] {
+		collect(1 - owner);
+		return went_on[0].size() == 2;
+	}, 500);
+	REQUIRE(went_on[0].size() == 2);
+	CHECK(went_on[0][1] == 1 - owner);
 	CHECK(!t.session->closing()); // it waits for a replacement
 	CHECK(!a.closed);
 }
