@@ -245,13 +245,16 @@ def t_lost_before_start(mkenv):
     """A stream lost while the join side still waits for another's AUTH:
     the relay holds connection 3 up for a second right after its HELLO-ACK
     (the stripe side, all its handshakes answered, reads the client and
-    sends), and resets connection 0 24 KiB in: within what the join side's
-    socket takes while its session, not started yet, reads nothing (the
-    relay counts bytes written). That session keeps the lost stream's index
-    for the stripe's replacement."""
+    sends), and resets connection 0 right after its AUTH. Not later: the
+    stripe side may send connection 0 nothing in that second (the others
+    take what the retention lets out while the join side reads nothing;
+    an idle stream whose AUTH the relay has not ACKed yet looks the
+    busier). The join side's session keeps the lost stream's index for the
+    stripe's replacement."""
     seed = SEED + 50
-    handshake = 16 + 56 + 16 + 32       # HELLO and HELLO-ACK, headers included
-    r = start(mkenv, seed, faults=[(3, "delay", handshake), (0, "reset", handshake + 24 * KiB)])
+    hello = 16 + 56 + 16 + 32           # HELLO and HELLO-ACK, headers included
+    auth = 16 + 32
+    r = start(mkenv, seed, faults=[(3, "delay", hello), (0, "reset", hello + auth)])
     line = transfer(r)
     early = [l for l in r.join.stderr().splitlines() if "before all" in l]
     check(early, "the join side's session had started before the reset (no 'lost before "
