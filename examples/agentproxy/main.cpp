@@ -168,7 +168,8 @@ void add_common(CLI::App *sub, Options &o)
 		->capture_default_str();
 	sub->add_option("--handshake-timeout", o.handshake_ms,
 			"ms for a stream to send its HELLO and for a session's streams to "
-			"arrive")
+			"arrive (join: past it, a session some of whose streams came starts "
+			"with those; their replacements fill the rest)")
 		->check(CLI::Range(10u, 600000u))
 		->capture_default_str();
 	sub->add_option("--connect-timeout", o.connect_ms,

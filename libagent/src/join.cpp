@@ -189,6 +189,13 @@ public:
 		st.reader.held.clear();
 		st.index = hello.index;
 		std::unique_ptr<Stream> owned = take_pending(st);
+		if (s && s->started()) {
+			// Its session started without it (start_short): it takes
+			// its index as a replacement would.
+			if (!s->rejoin_stream(owned, leftover))
+				refuse(std::move(owned), "its session has started without it");
+			return;
+		}
 		if (!s) {
 			if (owned_.size() >= cfg_.max_sessions) {
 				owned->unwatch();
@@ -214,8 +221,18 @@ public:
 	// The last stream of a new session is here: the target is dialled.
 	void start_if_complete(Session &s)
 	{
-		if (!s.complete() || s.started())
-			return;
+		if (s.complete() && !s.started())
+			start(s);
+	}
+
+	bool start_short(Session &s) override
+	{
+		start(s);
+		return true;
+	}
+
+	void start(Session &s)
+	{
 		if (target_)
 			s.start_target(*target_);
 		else
@@ -239,16 +256,21 @@ public:
 		st.reader.held.clear();
 		st.index = hello.index;
 		std::unique_ptr<Stream> owned = take_pending(st);
-		if (s->rejoin_stream(owned, leftover)) {
+		if (s->rejoin_stream(owned, leftover))
 			start_if_complete(*s);
-		} else {
-			log(LogLevel::warn, "refused stream from {}: REJOIN for session {:016x} before "
-					    "it started", owned->peer, hello.session);
-			stats_.streams_refused++;
-			owned->unwatch();
-			owned->conn.close(true);
-			closing_.emplace(owned.get(), std::move(owned));
-		}
+		else
+			refuse(std::move(owned), fmt::format("REJOIN for session {:016x} before it "
+							     "started", hello.session));
+	}
+
+	// refuse() for a stream no longer pending.
+	void refuse(std::unique_ptr<Stream> owned, const std::string &why)
+	{
+		log(LogLevel::warn, "refused stream from {}: {}", owned->peer, why);
+		stats_.streams_refused++;
+		owned->unwatch();
+		owned->conn.close(true);
+		closing_.emplace(owned.get(), std::move(owned));
 	}
 
 	// A REJOIN for a session that ended here: the stripe side is told in an

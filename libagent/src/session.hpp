@@ -124,6 +124,10 @@ public:
 	// Everything of s is released but s itself, and nothing in flight
 	// refers to it: the host hands it to Agent::dispose().
 	virtual void session_finished(Session *s) = 0;
+	// Join side: --handshake-timeout is over with some of s's streams
+	// joined, not all. True if the host started s without the rest
+	// (start_target() or start_app()); else s ends.
+	virtual bool start_short(Session &) { return false; }
 
 protected:
 	~SessionHost() = default;
@@ -253,6 +257,7 @@ private:
 	void arm_idle();
 	void on_idle();
 	void on_streams_late();
+	bool start_short();
 	bool take_hello_ack(Stream &st, std::span<const std::byte> payload);
 	void watch_client();
 

@@ -22,6 +22,8 @@ void Session::on_streams_late()
 {
 	if (closing() || acked_ == count_)
 		return;
+	if (!plain_ && attached_ > 0 && start_short())
+		return;
 	stats_.timeouts++;
 	if (plain_)
 		abort(wire::ErrorCode::timeout,
@@ -31,6 +33,29 @@ void Session::on_streams_late()
 		abort(wire::ErrorCode::stream_lost,
 		      fmt::format("not all {} streams arrived within {} ms", count_,
 				  cfg_.handshake_timeout.count()));
+}
+
+// Join side, streams late: those that joined proved the key, and the stripe
+// side (running since its HELLO-ACKs came) sends on every stream it has,
+// among them the missing ones, whose AUTH a middlebox may have swallowed.
+// The session starts without them: their indices wait for a replacement
+// as a lost stream's do (the stripe side loses its stream once its frames
+// go unanswered, and sends a REJOIN), or for the stream itself, late.
+bool Session::start_short()
+{
+	std::string missing;
+	for (unsigned i = 0; i < count_; i++)
+		if (!streams_[i])
+			missing += fmt::format("{}{}", missing.empty() ? "" : ", ", i);
+	unsigned lost = count_ - attached_;
+	if (!host_.start_short(*this))
+		return false;
+	stats_.streams_lost += lost;
+	log(LogLevel::warn, "{}: {} of {} streams joined within {} ms; started without {} {}, "
+			    "{} for a replacement",
+	    tag(), attached_, count_, cfg_.handshake_timeout.count(),
+	    lost > 1 ? "streams" : "stream", missing, lost > 1 ? "whose indices wait" : "whose index waits");
+	return true;
 }
 
 // Stripe: the join side's answer to st's HELLO. AUTH goes back at once;

@@ -262,6 +262,24 @@ def t_lost_before_start(mkenv):
     return line + "; join: " + early[0].split(": ", 2)[2]
 
 
+def t_auth_swallowed(mkenv):
+    """The relay swallows everything on connection 1 from right after its
+    HELLO-ACK: its AUTH never reaches the join side, while the stripe side,
+    all its handshakes answered, runs and sends on it. At its handshake
+    timeout the join side starts the session with the three streams that
+    joined; the stripe side loses stream 1 once the join waits for its
+    frames, and its replacement takes the index. Before, the session
+    ended at the join side's handshake timeout."""
+    seed = SEED + 70
+    hello = 16 + 56 + 16 + 32           # HELLO and HELLO-ACK, headers included
+    r = start(mkenv, seed, faults=[(1, "blackhole", hello)])
+    line = transfer(r)
+    short = [l for l in r.join.stderr().splitlines() if "started without" in l]
+    check(short, "the join side has no 'started without' line: the AUTH was not swallowed, "
+          "or the session was not started short")
+    return line + "; join: " + short[0].split(": ", 2)[2]
+
+
 def t_quiet_blackhole(mkenv):
     """Request and reply, one small message at a time, while relay
     connection 1 swallows everything after its handshake (HELLO, HELLO-ACK,
@@ -464,6 +482,9 @@ def tests():
         ("failover: all streams but one cut -> intact, same session", t_all_but_one, t),
         ("failover: a stream reset before the join side has every stream -> intact, same "
          "session", t_lost_before_start, t),
+        ("failover: a stream's AUTH swallowed (blackhole after its HELLO-ACK) -> the join "
+         "side starts without it at its handshake timeout; intact, same session",
+         t_auth_swallowed, t),
         ("failover: request and reply, one stream blackholed quietly -> every reply comes",
          t_quiet_blackhole, t),
         ("failover: a stream's captured HELLO+AUTH replayed live and after the end -> refused",
