@@ -51,10 +51,11 @@ bool Session::start_short()
 	if (!host_.start_short(*this))
 		return false;
 	stats_.streams_lost += lost;
+	bool one = lost == 1;
 	log(LogLevel::warn, "{}: {} of {} streams joined within {} ms; started without {} {}, "
-			    "{} for a replacement",
-	    tag(), attached_, count_, cfg_.handshake_timeout.count(),
-	    lost > 1 ? "streams" : "stream", missing, lost > 1 ? "whose indices wait" : "whose index waits");
+			    "whose {} for a replacement",
+	    tag(), attached_, count_, cfg_.handshake_timeout.count(), one ? "stream" : "streams",
+	    missing, one ? "index waits" : "indices wait");
 	return true;
 }
 
