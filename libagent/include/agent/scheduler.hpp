@@ -15,7 +15,9 @@ public:
 	std::size_t pick(std::span<const std::size_t> queued);
 	// The same pick among n streams, asking queued_of(i) in round-robin
 	// order and no further than the first with nothing queued (none can
-	// beat it, and an ask may be a system call: ioctl(SIOCOUTQNSD)).
+	// beat it, and an ask may be a system call: ioctl(SIOCOUTQ): bytes the
+	// peer has not acknowledged, so an idle stream whose last bytes wait for
+	// a delayed ACK counts them).
 	template <typename QueuedOf>
 	std::size_t pick(std::size_t n, QueuedOf queued_of)
 	{
