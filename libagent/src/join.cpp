@@ -191,7 +191,9 @@ public:
 		std::unique_ptr<Stream> owned = take_pending(st);
 		if (s && s->started()) {
 			// Its session started without it (start_short): it takes
-			// its index as a replacement would.
+			// its index as a replacement would. Rare: its own timeout
+			// (on_handshake_timer), counted from its accept, comes
+			// about when its session's does.
 			if (!s->rejoin_stream(owned, leftover))
 				refuse(std::move(owned), "its session has started without it");
 			return;
@@ -345,7 +347,8 @@ public:
 				return;
 			}
 			stats_.timeouts++;
-			refuse(st, fmt::format("no HELLO within {} ms (handshake timeout)",
+			refuse(st, fmt::format("no {} within {} ms (handshake timeout)",
+					       st.hello_seen ? "AUTH" : "HELLO",
 					       cfg_.handshake_timeout.count()));
 		}
 	}

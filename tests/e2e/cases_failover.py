@@ -277,6 +277,8 @@ def t_auth_swallowed(mkenv):
     short = [l for l in r.join.stderr().splitlines() if "started without" in l]
     check(short, "the join side has no 'started without' line: the AUTH was not swallowed, "
           "or the session was not started short")
+    check("no AUTH within" in r.join.stderr(), "the join side did not log the swallowed "
+          "stream's handshake timeout as 'no AUTH within'")
     return line + "; join: " + short[0].split(": ", 2)[2]
 
 
