@@ -127,28 +127,44 @@ struct Harness final : SessionHost {
 	std::unique_ptr<Session> session;
 	std::vector<FarEnd> far;
 	bool finished = false;
+	App *short_app = nullptr; // the application start_short() gave it
 
 	void session_finished(Session *) override { finished = true; }
+	// As the join server does: the session starts with the streams it has.
+	bool start_short(Session &) override
+	{
+		short_app = &start_app();
+		return true;
+	}
 
 	// A join-side session whose count streams are socketpairs; pull: the
-	// zero-copy reader (as join.cpp sets it up for a target socket).
-	Harness(unsigned count, bool pull, std::size_t chunk = 1 << 20)
+	// zero-copy reader (as join.cpp sets it up for a target socket). Only
+	// the first `joined` are added (the others have not come).
+	Harness(unsigned count, bool pull, std::size_t chunk = 1 << 20, unsigned joined = ~0u)
 	{
 		REQUIRE(agent);
 		cfg.chunk = chunk;
 		session = std::make_unique<Session>(*agent, cfg, *this, stats, 42, count);
 		for (unsigned i = 0; i < count; i++) {
-			int fds[2];
-			REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
-			REQUIRE(set_nonblocking(fds[0]));
-			auto st = std::make_unique<Stream>(*agent, nullptr, fds[0], true, i);
-			st->pull = pull;
-			st->peer = "socketpair";
-			st->watch();
-			REQUIRE(session->add_stream(std::move(st), {}));
-			far.emplace_back().fd = fds[1];
+			far.emplace_back();
+			if (i < joined)
+				REQUIRE(session->add_stream(new_stream(i, pull), {}));
 		}
-		REQUIRE(session->complete());
+		REQUIRE(session->complete() == (joined >= count));
+	}
+	// Stream i over a new socketpair, whose far end is far[i].
+	std::unique_ptr<Stream> new_stream(unsigned i, bool pull)
+	{
+		int fds[2];
+		REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+		REQUIRE(set_nonblocking(fds[0]));
+		auto st = std::make_unique<Stream>(*agent, nullptr, fds[0], true, i);
+		st->pull = pull;
+		st->peer = "socketpair";
+		st->watch();
+		far[i].close_now();
+		far[i].fd = fds[1];
+		return st;
 	}
 	~Harness()
 	{
@@ -552,4 +568,29 @@ TEST_CASE("a stream whose frame the peer waits for is lost at --stream-timeout, 
 	CHECK(went_on[0][1] == 1 - owner);
 	CHECK(!t.session->closing()); // it waits for a replacement
 	CHECK(!a.closed);
+}
+
+TEST_CASE("a session whose streams did not all join in time starts with those that did; "
+	  "the late one takes its index", "[session_io]")
+{
+	Harness t(2, false, 1 << 20, 1);
+	t.cfg.handshake_timeout = std::chrono::milliseconds(100);
+	t.session->expect_streams(t.cfg.handshake_timeout); // as the join server does
+	t.run_until([&] { return t.short_app != nullptr; }, 1000);
+	REQUIRE(t.short_app);
+	CHECK(t.session->started());
+	CHECK(!t.session->closing());
+	CHECK(t.stats.streams_lost == 1);
+	CHECK(t.stats.timeouts == 0);
+	// Stream 1 comes late (its AUTH was held up): it fills index 1, and
+	// what it carries is delivered in sequence with stream 0's.
+	std::string first = pattern(3000, 7), second = pattern(2000, 8);
+	auto late = t.new_stream(1, false);
+	REQUIRE(t.session->rejoin_stream(late, {}));
+	CHECK(t.stats.streams_rejoined == 1);
+	t.far[1].send(wire::Type::data, 0, first);
+	t.far[0].send(wire::Type::data, 1, second);
+	t.run_until([&] { return t.short_app->got.size() == first.size() + second.size(); });
+	CHECK(t.short_app->got == first + second);
+	CHECK(!t.session->closing());
 }
