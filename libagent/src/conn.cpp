@@ -169,6 +169,12 @@ void Conn::send(std::span<const std::byte> a, std::span<const std::byte> b)
 	kick();
 }
 
+void Conn::flush()
+{
+	if (sending_)
+		ring_.submit();
+}
+
 bool Conn::can_send_direct() const
 {
 	return state_ == State::open && !shut_requested_ && !sending_ && blocks_.empty() &&

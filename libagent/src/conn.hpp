@@ -80,6 +80,11 @@ public:
 	void connect(const Address &to, std::chrono::milliseconds timeout = {});
 	// Queues a copy of a then b; sends once connected.
 	void send(std::span<const std::byte> a, std::span<const std::byte> b = {});
+	// Hands a send queued here to the kernel now, not with the ring's next
+	// wait: for a small message whose latency counts more than the system
+	// call (the turn that read it still has reads to make that find
+	// nothing, and other sockets' turns, before that wait).
+	void flush();
 	// True when a direct send may start now: connected, open, not shut,
 	// nothing queued, nothing in flight.
 	bool can_send_direct() const;

@@ -32,6 +32,11 @@ namespace agent {
 
 class Stream;
 
+// A message of at most this much goes copied rather than spliced (a system
+// call and a pipe less), and is flushed to the kernel at once (Conn::flush):
+// a request/response peer waits for it.
+inline constexpr std::size_t kSmallMessage = 4096;
+
 // Aborts every session of a server's map (Session * -> owner), which
 // shrinks as they finish: a server going away ends them all.
 template <typename Map>

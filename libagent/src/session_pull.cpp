@@ -27,8 +27,8 @@ namespace {
 constexpr std::size_t kTurnBudget = 1 << 20;
 // What a turn on the plain socket reads into memory first (plain_pull), and
 // the largest DATA a stream's reader takes into memory, not spliced.
-constexpr std::size_t kFirstRead = 4096;
-constexpr std::size_t kSmallFrame = kFirstRead;
+constexpr std::size_t kFirstRead = kSmallMessage;
+constexpr std::size_t kSmallFrame = kSmallMessage;
 // A turn on the plain socket that moves this much makes the next one skip
 // the read into memory.
 constexpr std::size_t kBulkTurn = 64 * 1024;
@@ -185,6 +185,7 @@ void Session::send_copied(unsigned pick, std::span<const std::byte> bytes)
 	progress();
 	std::uint64_t seq = tx_.take_seq();
 	send_frame(*streams_[pick], wire::Type::data, seq, bytes);
+	streams_[pick]->conn.flush();
 	keep_sent(pick, seq, bytes);
 }
 

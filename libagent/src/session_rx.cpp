@@ -197,9 +197,11 @@ void Session::deliver(std::span<const std::byte> bytes)
 {
 	stats_.bytes_out += bytes.size();
 	progress();
-	if (plain_)
+	if (plain_) {
 		plain_->send(bytes);
-	else if (app_)
+		if (bytes.size() <= kSmallMessage)
+			plain_->flush();
+	} else if (app_)
 		app_->on_data(*this, bytes);
 	delivered(bytes.size());
 	update_ingress_pause();

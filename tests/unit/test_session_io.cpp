@@ -383,6 +383,35 @@ TEST_CASE("a target's small message goes as one frame, a burst after it in seque
 	close(tfd);
 }
 
+TEST_CASE("a small message is handed to the kernel within the turn that read it, both ways",
+	  "[session_io]")
+{
+	// One turn of the readers and no wait of the ring: a request/response
+	// peer must not wait for the session's other sockets' turns.
+	Harness t(2, true);
+	int tfd = t.start_target();
+	const std::string request = pattern(64, 1);
+	t.far[1].send(wire::Type::data, 0, request);
+	t.source->deliver();
+	std::string got;
+	Harness::take(tfd, got);
+	CHECK(got == request);
+
+	const std::string answer = pattern(100, 2);
+	REQUIRE(::send(tfd, answer.data(), answer.size(), 0) == 100);
+	t.source->deliver();
+	std::vector<Frame> frames;
+	for (auto &f : t.far)
+		for (auto &fr : f.frames())
+			if (fr.h.type == wire::Type::data)
+				frames.push_back(fr);
+	REQUIRE(frames.size() == 1);
+	CHECK(frames[0].h.seq == 0);
+	CHECK(frames[0].payload == answer);
+	CHECK(!t.session->closing());
+	close(tfd);
+}
+
 TEST_CASE("a forged frame ends the session, tells the peer, and nothing after it is delivered",
 	  "[session_io]")
 {
