@@ -192,7 +192,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def cpu_seconds(pgids):
     """CPU time (user+sys, plus reaped children) of every process in pgids."""
-    total = 0
+    return sum(cpu_seconds_each(pgids).values())
+
+
+def cpu_seconds_each(pgids):
+    """{pgid: CPU time (user+sys, plus reaped children) of its processes}."""
+    each = {g: 0 for g in pgids}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -203,9 +208,9 @@ def cpu_seconds(pgids):
             continue
         f = st[st.rfind(")") + 2:].split()
         # f[0] is field 3 (state): pgrp is field 5, utime..cstime fields 14..17
-        if int(f[2]) in pgids:
-            total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
-    return total / CLK_TCK
+        if int(f[2]) in each:
+            each[int(f[2])] += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return {g: t / CLK_TCK for g, t in each.items()}
 
 
 def cpu_times():
@@ -428,6 +433,7 @@ def summarize(contenders, runs, dirs):
             bps = [r["bps"] for r in ok]
             cpu = [r["proxy_cpu"] for r in ok if r["proxy_cpu"] is not None]
             busy = [r["machine_busy"] for r in ok]
+            hops = [r["hop_cpu"] for r in ok if r.get("hop_cpu")]
             summ[(c.key, d)] = {
                 "key": c.key, "label": c.label, "dir": d, "runs": len(rs),
                 "ok": len(ok), "errors": [r["error"] for r in rs if r["error"]],
@@ -435,6 +441,9 @@ def summarize(contenders, runs, dirs):
                 "max_bps": max(bps) if bps else None,
                 "median_GBps": median(bps) / 8 / GB if bps else None,
                 "proxy_cpu": median(cpu) if cpu else None,
+                # The median of each hop's CPU, the client's side first.
+                "hop_cpu": [median([h[i] for h in hops]) for i in range(len(hops[0]))]
+                if hops else [],
                 "machine_busy": median(busy) if busy else None,
             }
     for (key, d), s in summ.items():
@@ -498,6 +507,8 @@ def render_md(meta, contenders, summ, dirs):
         for label, d, e in errs:
             L.append(f"- {label} {d}: {e}")
 
+    L += render_hops(contenders, summ, dirs)
+
     L.append("")
     L.append("## Targets (loopback, issue 13)")
     L.append("")
@@ -518,6 +529,41 @@ def render_md(meta, contenders, summ, dirs):
                      f"{fmt_ratio(v)} (target >= 1.3x): {verdict}")
     L.append("")
     return "\n".join(L)
+
+
+def render_hops(contenders, summ, dirs):
+    """Each hop's own CPU: which end of a chain costs what per byte, against the
+    same hop of HAProxy's chain (its first hop, like the stripe, faces the client)."""
+    L = ["", "### Per hop: each proxy process's CPU and GB per CPU-second", "",
+         "First hop = the client's side (stripe, HAProxy A, relay A, socat A), second = "
+         "the server's (join, HAProxy B, ...). fwd: the first hop reads the client and "
+         "sends on, the second delivers; rev: the other way round. A hop's CPU includes "
+         "the loopback receive of the socket it sends to (it runs in the sender's "
+         "context).", "",
+         "| contender | dir | first hop CPU | second hop CPU | GB per CPU-s, first / second "
+         "| vs HAProxy's same hop |",
+         "|---|---|---:|---:|---:|---:|"]
+
+    def per_hop(s):
+        if not s or not s["median_GBps"] or len(s.get("hop_cpu") or []) != 2:
+            return None
+        return [s["median_GBps"] / h if h else None for h in s["hop_cpu"]]
+
+    for c in contenders:
+        if c.kind == "direct":
+            continue
+        for d in dirs:
+            s = summ[(c.key, d)]
+            mine = per_hop(s)
+            if not mine:
+                continue
+            ref = per_hop(summ.get(("haproxy", d)))
+            vs = " / ".join(fmt_ratio(m / r if m and r else None)
+                            for m, r in zip(mine, ref)) if ref and c.key != "haproxy" else ""
+            L.append(f"| {c.label} | {d} | {s['hop_cpu'][0] * 100:.0f}% | "
+                     f"{s['hop_cpu'][1] * 100:.0f}% | "
+                     + " / ".join(f"{m:.2f}" if m else "n/a" for m in mine) + f" | {vs} |")
+    return L
 
 
 def plot(path, contenders, summ, dirs, meta):
@@ -691,18 +737,22 @@ def main():
             for c in contenders:
                 for d in dirs:
                     k += 1
-                    cpu0 = cpu_seconds(c.pgids) if c.procs else None
+                    cpu0 = cpu_seconds_each(c.pgids)
                     busy0, all0 = cpu_times()
                     t0 = time.monotonic()
                     res, err = iperf(c.port, args.seconds, d == "rev")
                     wall = time.monotonic() - t0
-                    cpu = (cpu_seconds(c.pgids) - cpu0) / wall if c.procs else None
+                    cpu1 = cpu_seconds_each(c.pgids)
+                    # Each hop's share, in chain order (the client's side first).
+                    hops = [(cpu1[p.pid] - cpu0[p.pid]) / wall for p in c.procs]
+                    cpu = sum(hops) if c.procs else None
                     busy1, all1 = cpu_times()
                     machine = (busy1 - busy0) / max(1, all1 - all0)
                     r = {"key": c.key, "label": c.label, "dir": d, "round": rnd,
                          "bps": res["bps"] if res else None,
                          "bytes": res["bytes"] if res else None,
-                         "proxy_cpu": cpu, "machine_busy": machine, "error": err,
+                         "proxy_cpu": cpu, "hop_cpu": hops, "machine_busy": machine,
+                         "error": err,
                          "iperf3": res["json"] if res else None}
                     runs.append(r)
                     if res:
