@@ -27,6 +27,7 @@ if SANITIZE:
     # reusing it: the bound still catches growth without end.
     RSS_LIMIT_KIB += 256 * 1024
 GOOD_PACE = 0.004       # s between 1 MiB/16 blocks of the good session
+SENDER_GRACE = 3.0      # s a target's sender may take to end after the peer's EOF
 
 
 def new_sid():
@@ -46,26 +47,53 @@ class Bed:
         self.key_path = os.path.join(self.env.logdir, "key")
         with open(self.key_path, "wb") as f:
             f.write(self.key + b"\n")
+        self.senders = []  # the target's Sender of each connection, in order
         self.tgt, self.join, self.stripe = self.env.chain(
             self.good_handler,
             join_flags=("--key-file", self.key_path, "--handshake-timeout", str(HANDSHAKE_MS)),
             stripe_flags=("--key-file", self.key_path))
         self.seed = 50000
 
-    @staticmethod
-    def good_handler(c, results):
+    def good_handler(self, c, results):
         """Sends a paced endless stream until the client's EOF, then
-        half-closes; reports what it read and sent."""
+        half-closes; reports what it read and sent.
+
+        The report does not wait for a sender that cannot finish: a forged
+        session's streams are never read, so the join's sends on them back
+        up and it stops reading the target (backpressure), leaving the
+        sender blocked in sendall for good. Past SENDER_GRACE the write side
+        is shut, which ends that sendall (EPIPE), and the report says
+        send_blocked. (It waited 30 s for the sender, longer than the cases
+        wait for a report: once the target of a forged session had sent
+        more than the join and the kernel buffers take in front of streams
+        nobody reads, 8.8 MB here, its read side, correct, came too late.)"""
         stop = threading.Event()
         s = Sender(c, Data(random.getrandbits(40), None, block=64 * KiB), stop=stop,
                    pace=GOOD_PACE)
+        self.senders.append(s)
         s.start()
         r = receive_all(c)
         stop.set()
-        s.join(30)
-        r.update(sent=s.sent, sent_hash=s.digest(), send_error=s.error)
+        s.join(SENDER_GRACE)
+        blocked = s.is_alive()
+        if blocked:
+            try:
+                c.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            s.join(5)
+        r.update(sent=s.sent, sent_hash=s.digest(), send_error=s.error, send_blocked=blocked)
         c.close()
         results.put(r)
+
+    def sender_after(self, n, timeout=10):
+        """The target's Sender of the first connection after the n-th."""
+        t0 = time.monotonic()
+        while len(self.senders) <= n:
+            check(time.monotonic() - t0 < timeout, "no target connection within %.0f s"
+                  % timeout)
+            time.sleep(0.02)
+        return self.senders[n]
 
     def good_session(self):
         self.seed += 1
@@ -249,7 +277,12 @@ def t_duplicate_across_streams(mkenv):
     """A forged 2-stream session where both streams carry a DATA seq 1 (seq 0
     held back), and seq 0 comes twice: copies are expected once streams can be
     lost (frames are sent again), so the join drops them. The target gets the
-    first copy of each frame, exactly once, and the session stays up."""
+    first copy of each frame, exactly once, and the session stays up.
+
+    The streams are never read: the target's endless stream backs up in the
+    join's sends on them, and the FINs come once the join has stopped
+    reading the target (its sender stalled), every time: the way in ends
+    while the way out is held up."""
     b = bed()
     good = b.good_session()
     good.wait_moving()
@@ -259,13 +292,17 @@ def t_duplicate_across_streams(mkenv):
     handshake(s0, sid, 0, 2, key=b.key)
     p0, p1 = b"\x00" * 16 + os.urandom(700), os.urandom(500)
     s0.sendall(data_frame(1, p1))
+    n = len(b.senders)
     handshake(s1, sid, 1, 2, key=b.key)
+    tsend = b.sender_after(n)
     time.sleep(0.3)
     s1.sendall(data_frame(1, os.urandom(500)))  # a copy of a held frame
     s1.sendall(data_frame(0, p0))
     time.sleep(0.3)
     s0.sendall(data_frame(0, os.urandom(700)))  # a copy of a delivered frame
-    time.sleep(0.3)
+    stalled = sender_stalled(tsend, 0.5, 20)
+    check(stalled, "the join kept reading the target (%d bytes) though the session's streams "
+          "are never read" % tsend.sent)
     for s in (s0, s1):
         s.sendall(fin_frame(2))
     tr = b.tgt.result(20, match=lambda x: x.get("first", b"") == b"\x00" * 16)
@@ -273,6 +310,7 @@ def t_duplicate_across_streams(mkenv):
     check(tr["len"] == len(p0) + len(p1) and tr["hash"] == want,
           "the target got %d bytes (want %d, the first copy of each frame once)"
           % (tr["len"], len(p0) + len(p1)))
+    check(tr["end"] == "eof", "the target's read ended by %s" % describe_end(tr["end"]))
     ends = [wait_closed(s, 0.5)[0] for s in (s0, s1)]
     check(all(e == "timeout" for e in ends), "the join closed the streams over copies: %r"
           % ends)
@@ -280,8 +318,22 @@ def t_duplicate_across_streams(mkenv):
     up, down = good.finish()
     for s in (s0, s1):
         s.close()
-    return "copies dropped, %d bytes to the target; good session %d/%d bytes intact" % (
-        tr["len"], up, down)
+    return ("copies dropped, %d bytes to the target (its %d bytes back held up); good "
+            "session %d/%d bytes intact" % (tr["len"], tr["sent"], up, down))
+
+
+def sender_stalled(sender, still, timeout):
+    """True once sender (a Sender) has sent nothing for `still` s: blocked
+    in sendall, its peer taking no more."""
+    t0 = time.monotonic()
+    last, since = sender.sent, time.monotonic()
+    while time.monotonic() - t0 < timeout and not sender.done.is_set():
+        time.sleep(0.02)
+        if sender.sent != last:
+            last, since = sender.sent, time.monotonic()
+        elif time.monotonic() - since >= still:
+            return True
+    return False
 
 
 def t_replayed_handshake(mkenv):
