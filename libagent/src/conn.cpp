@@ -147,7 +147,7 @@ void Conn::send_failed(int err)
 void Conn::append(std::span<const std::byte> s)
 {
 	while (!s.empty()) {
-		if (blocks_.empty() || blocks_.back().end == kBlockSize)
+		if (queue_empty() || blocks_.back().end == kBlockSize)
 			blocks_.push_back(Block{block_alloc(kBlockSize)});
 		Block &b = blocks_.back();
 		std::size_t n = std::min(s.size(), kBlockSize - b.end);
@@ -177,7 +177,7 @@ void Conn::flush()
 
 bool Conn::can_send_direct() const
 {
-	return state_ == State::open && !shut_requested_ && !sending_ && blocks_.empty() &&
+	return state_ == State::open && !shut_requested_ && !sending_ && queue_empty() &&
 	       !direct_pending() && direct_error_ == 0;
 }
 
@@ -274,7 +274,7 @@ void Conn::kick()
 	    (state_ != State::open && state_ != State::draining && state_ != State::acking) ||
 	    direct_pending() || direct_error_)
 		return;
-	if (blocks_.empty()) {
+	if (queue_empty()) {
 		if (state_ == State::draining) {
 			close(false);
 			return;
@@ -289,17 +289,14 @@ void Conn::kick()
 		}
 		return;
 	}
-	int n = 0;
-	for (auto &b : blocks_) {
-		if (n == kMaxIov)
-			break;
-		iov_[n].iov_base = b.data + b.begin;
-		iov_[n].iov_len = b.end - b.begin;
-		n++;
+	iov_.clear();
+	for (std::size_t i = head_block_; i < blocks_.size() && iov_.size() < kMaxIov; i++) {
+		const Block &b = blocks_[i];
+		iov_.push_back({b.data + b.begin, b.end - b.begin});
 	}
 	msg_ = {};
-	msg_.msg_iov = iov_;
-	msg_.msg_iovlen = n;
+	msg_.msg_iov = iov_.data();
+	msg_.msg_iovlen = iov_.size();
 	io_uring_sqe *sqe = ring_.sqe(&send_op_);
 	io_uring_prep_sendmsg(sqe, fd_, &msg_, MSG_NOSIGNAL);
 	sending_ = true;
@@ -328,14 +325,22 @@ void Conn::on_send(int res, unsigned)
 	queued_ -= left;
 	agent_.memory().give(left);
 	while (left > 0) {
-		Block &b = blocks_.front();
+		Block &b = blocks_[head_block_];
 		std::size_t n = std::min(left, b.end - b.begin);
 		b.begin += n;
 		left -= n;
 		if (b.begin == b.end) {
 			block_free(b.data);
-			blocks_.pop_front();
+			head_block_++;
 		}
+	}
+	if (queue_empty()) {
+		release_queue(); // no send in flight reads iov_ now
+	} else if (head_block_ >= kMaxIov) {
+		// A queue that never empties (a peer reading slower than we
+		// queue) must not keep the sent blocks' entries for ever.
+		blocks_.erase(blocks_.begin(), blocks_.begin() + head_block_);
+		head_block_ = 0;
 	}
 	kick();
 	owner_.conn_sent(*this);
@@ -387,18 +392,28 @@ void Conn::close_when_sent(std::chrono::milliseconds linger)
 		return;
 	bool was_open = state_ == State::open;
 	state_ = State::draining;
-	if (!sending_ && ((blocks_.empty() && !direct_pending()) || !was_open)) {
+	if (!sending_ && ((queue_empty() && !direct_pending()) || !was_open)) {
 		close(false);
 		return;
 	}
 	timer_.arm(agent_.timers(), linger);
 }
 
+void Conn::release_queue()
+{
+	// Swapped with empty ones: `blocks_ = {}` would assign an empty
+	// initializer list and keep the capacity.
+	std::vector<Block>().swap(blocks_);
+	head_block_ = 0;
+	std::vector<iovec>().swap(iov_);
+}
+
+// Called only with no sendmsg in flight (it would read iov_ and the blocks).
 void Conn::drop_blocks()
 {
-	for (auto &b : blocks_)
-		block_free(b.data);
-	blocks_.clear();
+	for (std::size_t i = head_block_; i < blocks_.size(); i++)
+		block_free(blocks_[i].data);
+	release_queue();
 	agent_.memory().give(queued_);
 	queued_ = 0;
 }
