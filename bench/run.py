@@ -527,6 +527,10 @@ def render_md(meta, contenders, summ, dirs):
             verdict = "n/a" if v is None else ("met" if v >= 1.3 else "NOT met")
             L.append(f"- agentproxy 4 streams {d}, GB per proxy CPU-s vs {ref}: "
                      f"{fmt_ratio(v)} (target >= 1.3x): {verdict}")
+    if any("NOT met" in line for line in L):
+        L += ["", "Where the time goes (profiles of stripe, join and HAProxy's hops) and "
+              "what was tried: bench/README.md, \"Where agentproxy's time goes "
+              "(loopback)\"; the per-hop table above shows which end lost in this run."]
     L.append("")
     return "\n".join(L)
 
