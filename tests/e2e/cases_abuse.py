@@ -18,7 +18,7 @@ import time
 from harness import (AGENTPROXY, DATA_PATH, EVENTS, HOST, SANITIZE, KiB, MiB, Data, Sender,
                      Skip, check, data_frame, exchange, free_port, handshake, hello_frame,
                      receive_all, set_reset_linger, wait_closed)
-from probes import Baseline, counters, idle_cpu, tcp_state, wait_until
+from probes import Baseline, counters, idle_cpu, sender_stalled, tcp_state, wait_until
 
 RELEASE_DEADLINE = 10.0
 # CPU a proxy may use over 2 s of nothing: its 100 ms tick, and noise.
@@ -147,16 +147,11 @@ def check_idle(procs):
 
 
 def wait_stalled(sender, quiet=1.0, timeout=20):
-    """Waits until sender has sent nothing new for `quiet` seconds."""
-    t0 = time.monotonic()
-    last, since = sender.sent, time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        time.sleep(0.1)
-        if sender.sent != last:
-            last, since = sender.sent, time.monotonic()
-        elif time.monotonic() - since >= quiet and last > 0:
-            return last
-    check(False, "the client's send never stalled (sent %d bytes)" % sender.sent)
+    """Waits until sender has sent nothing new for `quiet` seconds; returns
+    what it sent."""
+    check(sender_stalled(sender, quiet, timeout),
+          "the client's send never stalled (sent %d bytes)" % sender.sent)
+    return sender.sent
 
 
 def t_stalled_target_client_reset(mkenv):

@@ -82,6 +82,22 @@ def wait_until(what, timeout, step=0.05):
     return v
 
 
+def sender_stalled(sender, quiet, timeout):
+    """True once sender (a harness Sender) has sent something and then
+    nothing more for `quiet` seconds (blocked in sendall, its peer taking no
+    more; or finished: see sender.done). False if it kept moving for
+    `timeout` seconds."""
+    t0 = time.monotonic()
+    last, since = sender.sent, time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        time.sleep(0.02)
+        if sender.sent != last:
+            last, since = sender.sent, time.monotonic()
+        elif time.monotonic() - since >= quiet and last > 0:
+            return True
+    return False
+
+
 def tcp_state(sock):
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
     return TCP_STATES.get(struct.unpack("B", info[:1])[0], "?")
