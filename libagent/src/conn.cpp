@@ -336,7 +336,7 @@ void Conn::on_send(int res, unsigned)
 	}
 	if (queue_empty()) {
 		release_queue(); // no send in flight reads iov_ now
-	} else if (head_block_ >= kMaxIov) {
+	} else if (head_block_ >= kCompactAt) {
 		// A queue that never empties (a peer reading slower than we
 		// queue) must not keep the sent blocks' entries for ever.
 		blocks_.erase(blocks_.begin(), blocks_.begin() + head_block_);

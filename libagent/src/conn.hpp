@@ -130,6 +130,8 @@ private:
 	};
 	static constexpr std::size_t kBlockSize = 64 * 1024;
 	static constexpr std::size_t kMaxIov = 32;
+	// Sent entries at the head of blocks_ that make on_send compact it.
+	static constexpr std::size_t kCompactAt = 32;
 
 	std::size_t direct_queued() const { return head_len_ - head_off_ + pipe_.bytes(); }
 	bool direct_pending() const { return direct_queued() > 0; }

@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -147,10 +146,9 @@ TEST_CASE("a connection holds no heap for its send queue while nothing waits to 
 	}
 	Pair p;
 	std::size_t before = test_support::heap_live_bytes();
-	std::optional<Conn> c;
-	c.emplace(*agent, owner, p.a, true);
+	Conn c(*agent, owner, p.a, true);
 	std::size_t made = test_support::heap_live_bytes();
-	bool sent = send_all(*c, p.b) && send_all(*c, p.b);
+	bool sent = send_all(c, p.b) && send_all(c, p.b);
 	std::size_t after = test_support::heap_live_bytes();
 	REQUIRE(sent);
 	CHECK(made == before);
